@@ -1,0 +1,24 @@
+"""minigrad: a small define-by-run deep-learning engine on NumPy (and CuPy).
+
+    import minigrad
+    x = minigrad.Tensor([[1.0, 2.0]], requires_grad=True)
+    y = (x * x).sum()
+    y.backward()
+    x.grad            # tensor([[2., 4.]])
+"""
+from . import backend
+from .backend import cuda_available, get_array_module
+from .random import manual_seed, get_rng
+from .tensor import (Function, Tensor, enable_grad, is_grad_enabled, no_grad,
+                     retain_grads, tensor)
+from .gradcheck import GradcheckError, gradcheck
+from .graph import format_graph, print_graph, to_dot
+from .ops.math import (abs, exp, log, matmul, max, mean, pow, sigmoid, sqrt,  # noqa: A004
+                       sum, tanh)
+from .ops.shape import cat, concat, flatten, permute, reshape, stack, transpose
+from .creation import arange, from_numpy, ones, rand, randn, zeros, zeros_like, ones_like
+
+__version__ = "0.1.0"
+
+float32 = "float32"
+float64 = "float64"

@@ -1,0 +1,42 @@
+"""minigrad: a from-scratch NumPy/CuPy deep-learning engine for learning VGG and ResNet."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+
+setup(
+    name="minigrad",
+    version="0.1.0",
+    description="A small define-by-run deep-learning engine on NumPy/CuPy that trains VGG and ResNet",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    # the hand-written CUDA C and Numba kernels live in the top-level kernels/
+    # folder and are installed as the sub-package minigrad.kernels
+    packages=find_packages(include=["minigrad", "minigrad.*"]) + ["minigrad.kernels"],
+    package_dir={"minigrad.kernels": "kernels"},
+    package_data={"minigrad.kernels": ["*.cu", "*.cuh", "*.md"]},
+    install_requires=[
+        "numpy>=1.23",
+        "numba>=0.58",
+        "matplotlib>=3.5",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "cuda": ["cupy-cuda12x>=13"],
+        "dev": [
+            "pytest>=7",
+            "hypothesis>=6",
+            "nbclient>=0.7",
+            "nbformat>=5",
+            "ipykernel>=6",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Intended Audience :: Education",
+    ],
+)
