@@ -17,6 +17,8 @@ from .ops.math import (abs, exp, log, matmul, max, mean, pow, sigmoid, sqrt,  # 
                        sum, tanh)
 from .ops.shape import cat, concat, flatten, permute, reshape, stack, transpose
 from .creation import arange, from_numpy, ones, rand, randn, zeros, zeros_like, ones_like
+from .serialization import load, save
+from . import nn, optim  # noqa: E402  (torch-style: minigrad.nn, minigrad.optim)
 
 __version__ = "0.1.0"
 

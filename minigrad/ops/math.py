@@ -145,7 +145,7 @@ class Abs(Function):
     """y = |x|;  dy/dx = sign(x) (0 at 0)."""
     def forward(self, x):
         self.x = x
-        return abs(x)
+        return backend.get_array_module(x).abs(x)
 
     def backward(self, g):
         return g * backend.get_array_module(g).sign(self.x)
