@@ -25,7 +25,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "cuda": ["cupy-cuda12x>=13"],
+        "cuda": ["cupy-cuda12x>=13", "numba-cuda"],
         "dev": [
             "pytest>=7",
             "hypothesis>=6",

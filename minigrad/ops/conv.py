@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from .. import cuda as _gpu   # GPU kernels (kernels/*.cu); imports CuPy only when used
 from ..tensor import Function
 
 
@@ -90,6 +91,8 @@ def im2col(x, kh, kw, stride=1, padding=0):
 
     One strided copy per kernel offset (i, j): kh·kw copies in all.
     """
+    if backend.device_of(x) == "cuda" and x.dtype == np.float32:   # GPU: kernels/im2col.cu
+        return _gpu.im2col(x, kh, kw, stride, padding)
     xp = backend.get_array_module(x)
     n, c, h, w = x.shape
     sh, sw = pair(stride, "stride", "im2col")
@@ -111,6 +114,8 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
     (N, C, H, W) where each pixel holds the sum of every column entry that was
     copied from it (a pixel covered by several patches gets several terms).
     """
+    if backend.device_of(cols) == "cuda" and cols.dtype == np.float32:   # GPU: kernels/im2col.cu
+        return _gpu.col2im(cols, x_shape, kh, kw, stride, padding)
     xp = backend.get_array_module(cols)
     n, c, h, w = x_shape
     sh, sw = pair(stride, "stride", "col2im")
@@ -162,6 +167,10 @@ class Conv2d(Function):
         self.stride, self.padding = stride, padding
 
     def forward(self, x, weight, bias=None):
+        # GPU, float32, 3x3, padding 1, stride 1 or 2: the direct kernels of minigrad.cuda
+        if backend.device_of(x) == "cuda" and _gpu.conv3x3_applies(x, weight, self.stride,
+                                                                   self.padding):
+            return self._forward_conv3x3_gpu(x, weight, bias)
         kh, kw = weight.shape[2:]
         n, _, h, w = x.shape
         ho = conv_output_size(h, kh, self.stride[0], self.padding[0])
@@ -179,12 +188,36 @@ class Conv2d(Function):
         return y
 
     def backward(self, grad):
+        if getattr(self, "gpu_conv3x3", False):
+            return self._backward_conv3x3_gpu(grad)
         need = self.needs_input_grad
         kh, kw = self.weight.shape[2:]
         dcols, dweight = conv2d_backward_gemm(grad, self.cols, self.weight,
                                               need_cols=need[0], need_weight=need[1])
         dx = (col2im(dcols, self.x_shape, kh, kw, self.stride, self.padding)
               if need[0] else None)
+        dbias = grad.sum(axis=(0, 2, 3)) if len(need) > 2 and need[2] else None
+        return dx, dweight, dbias
+
+    # --- GPU path: kernels/conv3x3.cu or kernels/numba_cuda.py, chosen by
+    # minigrad.cuda.set_conv_kernel (see docs/gpu.md) --------------------------
+    def _forward_conv3x3_gpu(self, x, weight, bias):
+        y = _gpu.conv2d_forward(x, weight, self.stride, self.padding)
+        if bias is not None:
+            y = y + bias.reshape(1, -1, 1, 1)
+        self.gpu_conv3x3 = True
+        if any(self.needs_input_grad):
+            self.x_shape = x.shape
+            self.x = x if self.needs_input_grad[1] else None            # for dW
+            self.weight = weight if self.needs_input_grad[0] else None  # for dx
+        return y
+
+    def _backward_conv3x3_gpu(self, grad):
+        need = self.needs_input_grad
+        dx = (_gpu.conv2d_backward_input(grad, self.weight, self.x_shape, self.stride,
+                                         self.padding) if need[0] else None)
+        dweight = (_gpu.conv2d_backward_weight(self.x, grad, self.stride, self.padding)
+                   if need[1] else None)
         dbias = grad.sum(axis=(0, 2, 3)) if len(need) > 2 and need[2] else None
         return dx, dweight, dbias
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import backend
+from .. import cuda as _gpu   # GPU kernels (kernels/lrn.cu); imports CuPy only when used
 from ..tensor import Function, Tensor
 
 
@@ -54,6 +55,11 @@ class LocalResponseNorm(Function):
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, a):
+        if backend.device_of(a) == "cuda" and a.dtype == "float32":     # GPU: kernels/lrn.cu
+            b, d = _gpu.lrn_forward(a, self.size, self.alpha, self.beta, self.k)
+            if self.needs_input_grad[0]:
+                self.a, self.gpu_d = a, d
+            return b
         before, after = self.size // 2, (self.size - 1) // 2
         t = a.dtype.type
         d = t(self.k) + t(self.alpha) * _channel_window_sum(a * a, before, after)
@@ -64,6 +70,8 @@ class LocalResponseNorm(Function):
         return b
 
     def backward(self, g):
+        if getattr(self, "gpu_d", None) is not None:                   # GPU: kernels/lrn.cu
+            return _gpu.lrn_backward(self.a, self.gpu_d, g, self.size, self.alpha, self.beta)
         before, after = self.size // 2, (self.size - 1) // 2
         t = g.dtype.type
         tc = g * self.b / self.d                          # g_c · a_c · D_c^(−β−1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from .. import cuda as _gpu   # GPU kernels (kernels/maxpool.cu); imports CuPy only when used
 from ..tensor import Function
 from .conv import _pad_hw, _window, conv_output_size, pair
 
@@ -46,6 +47,11 @@ class MaxPool2d(Function):
         self.k, self.s, self.p = kernel_size, stride, padding
 
     def forward(self, x):
+        if backend.device_of(x) == "cuda" and x.dtype == np.float32:   # GPU: kernels/maxpool.cu
+            y, arg = _gpu.maxpool2d_forward(x, self.k, self.s, self.p)
+            if self.needs_input_grad[0]:
+                self.gpu_arg, self.x_shape = arg, x.shape
+            return y
         xp = backend.get_array_module(x)
         (kh, kw), (sh, sw), (ph, pw) = self.k, self.s, self.p
         n, c, h, w = x.shape
@@ -66,6 +72,8 @@ class MaxPool2d(Function):
         return best
 
     def backward(self, grad):
+        if getattr(self, "gpu_arg", None) is not None:                 # GPU: kernels/maxpool.cu
+            return _gpu.maxpool2d_backward(grad, self.gpu_arg, self.x_shape, self.k, self.s, self.p)
         xp = backend.get_array_module(grad)
         (kh, kw), (sh, sw), (ph, pw) = self.k, self.s, self.p
         n, c, h, w = self.x_shape
