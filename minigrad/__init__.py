@@ -24,3 +24,12 @@ __version__ = "0.1.0"
 
 float32 = "float32"
 float64 = "float64"
+
+
+def __getattr__(name):
+    """Import the heavier sub-packages on first use: ``minigrad.models``,
+    ``minigrad.data``, ``minigrad.train``, ``minigrad.cuda``."""
+    if name in ("models", "data", "train", "cuda", "config"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'minigrad' has no attribute {name!r}")
