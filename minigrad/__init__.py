@@ -18,6 +18,7 @@ from .ops.math import (abs, exp, log, matmul, max, mean, pow, sigmoid, sqrt,  # 
 from .ops.shape import cat, concat, flatten, permute, reshape, stack, transpose
 from .creation import arange, from_numpy, ones, rand, randn, zeros, zeros_like, ones_like
 from .serialization import load, save
+from .config import fast_mode, is_fast, reference_mode, set_fast
 from . import nn, optim  # noqa: E402  (torch-style: minigrad.nn, minigrad.optim)
 
 __version__ = "0.1.0"

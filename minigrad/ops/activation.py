@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from .. import config   # the CPU fast path switch (kernels/cpu_numba.py)
 from .. import random as _random
 from ..tensor import Function
 
@@ -12,10 +13,15 @@ class ReLU(Function):
     """y = max(0, x);  dy/dx = 1 where x > 0, else 0 (0 at the kink x = 0)."""
 
     def forward(self, x):
+        if config.use_fast(x) and x.flags.c_contiguous:     # CPU fast path
+            self.y = config.cpu_kernels().relu(x)
+            return self.y
         self.mask = x > 0
         return x * self.mask
 
     def backward(self, grad):
+        if getattr(self, "y", None) is not None:            # CPU fast path: mask is y > 0
+            return config.cpu_kernels().relu_grad(grad, self.y)
         return grad * self.mask
 
 

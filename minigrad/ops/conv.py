@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from .. import config   # the CPU fast path switch (kernels/cpu_numba.py)
 from .. import cuda as _gpu   # GPU kernels (kernels/*.cu); imports CuPy only when used
 from ..tensor import Function
 
@@ -171,6 +172,8 @@ class Conv2d(Function):
         if backend.device_of(x) == "cuda" and _gpu.conv3x3_applies(x, weight, self.stride,
                                                                    self.padding):
             return self._forward_conv3x3_gpu(x, weight, bias)
+        if config.use_fast(x, weight, bias):     # CPU fast path: kernels/cpu_numba.py
+            return self._forward_fast(x, weight, bias)
         kh, kw = weight.shape[2:]
         n, _, h, w = x.shape
         ho = conv_output_size(h, kh, self.stride[0], self.padding[0])
@@ -190,6 +193,8 @@ class Conv2d(Function):
     def backward(self, grad):
         if getattr(self, "gpu_conv3x3", False):
             return self._backward_conv3x3_gpu(grad)
+        if getattr(self, "fast", False):
+            return self._backward_fast(grad)
         need = self.needs_input_grad
         kh, kw = self.weight.shape[2:]
         dcols, dweight = conv2d_backward_gemm(grad, self.cols, self.weight,
@@ -198,6 +203,21 @@ class Conv2d(Function):
               if need[0] else None)
         dbias = grad.sum(axis=(0, 2, 3)) if len(need) > 2 and need[2] else None
         return dx, dweight, dbias
+
+    # --- CPU fast path: the same im2col / GEMM / col2im, done chunk by chunk of
+    # images in reused buffers by the Numba kernels (minigrad.config.set_fast) --
+    def _forward_fast(self, x, weight, bias):
+        y = config.cpu_kernels().conv2d_forward(x, weight, bias, self.stride, self.padding)
+        self.fast = True
+        if any(self.needs_input_grad):
+            self.x, self.weight = x, weight
+        return y
+
+    def _backward_fast(self, grad):
+        need = self.needs_input_grad
+        return config.cpu_kernels().conv2d_backward(
+            self.x, self.weight, grad, self.stride, self.padding,
+            need_x=need[0], need_w=need[1], need_b=len(need) > 2 and need[2])
 
     # --- GPU path: kernels/conv3x3.cu or kernels/numba_cuda.py, chosen by
     # minigrad.cuda.set_conv_kernel (see docs/gpu.md) --------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import backend
+from .. import config   # the CPU fast path switch (kernels/cpu_numba.py)
 from .. import cuda as _gpu   # GPU kernels (kernels/lrn.cu); imports CuPy only when used
 from ..tensor import Function, Tensor
 
@@ -135,6 +136,8 @@ class BatchNorm(Function):
         t = x.dtype.type
         weight = params[0] if self.has_weight else None
         bias = params[-1] if self.has_bias else None
+        if config.use_fast(x, weight, bias) and (self.training or self.running_mean is not None):
+            return self._forward_fast(x, weight, bias)
         if self.training:
             m = x.size // x.shape[1]
             mean = x.mean(axis=axes)
@@ -160,7 +163,37 @@ class BatchNorm(Function):
         self.running_mean = self.running_var = None     # not needed any more
         return y
 
+    # --- CPU fast path (kernels/cpu_numba.py): statistics, scale and shift in
+    # two parallel passes; backward from x and the statistics (no x̂ kept) ---
+    def _forward_fast(self, x, weight, bias):
+        kern = config.cpu_kernels()
+        y, mean, var, inv_std = kern.batch_norm_forward(
+            x, self.running_mean, self.running_var, weight, bias, self.eps, self.training)
+        if self.training and self.running_mean is not None:
+            m = x.size // x.shape[1]
+            mom = self.momentum
+            self.running_mean[...] = (1 - mom) * self.running_mean + mom * mean
+            self.running_var[...] = (1 - mom) * self.running_var + mom * var * (m / (m - 1))
+        if any(self.needs_input_grad):
+            self.fast = (x, mean, inv_std, weight)
+        self.running_mean = self.running_var = None
+        return y
+
+    def _backward_fast(self, g):
+        x, mean, inv_std, weight = self.fast
+        need = self.needs_input_grad
+        dx, dweight, dbias = config.cpu_kernels().batch_norm_backward(
+            g, x, mean, inv_std, weight, self.training)
+        grads = [dx if need[0] else None]
+        if self.has_weight:
+            grads.append(dweight if need[1] else None)
+        if self.has_bias:
+            grads.append(dbias if need[-1] else None)
+        return tuple(grads)
+
     def backward(self, g):
+        if getattr(self, "fast", None) is not None:
+            return self._backward_fast(g)
         need = self.needs_input_grad
         axes = (0,) + tuple(range(2, g.ndim))
         bshape = (1, -1) + (1,) * (g.ndim - 2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from .. import config   # the CPU fast path switch (kernels/cpu_numba.py)
 from .. import cuda as _gpu   # GPU kernels (kernels/maxpool.cu); imports CuPy only when used
 from ..tensor import Function
 from .conv import _pad_hw, _window, conv_output_size, pair
@@ -52,6 +53,10 @@ class MaxPool2d(Function):
             if self.needs_input_grad[0]:
                 self.gpu_arg, self.x_shape = arg, x.shape
             return y
+        if config.use_fast(x):              # CPU fast path: kernels/cpu_numba.py
+            y, self.fast_idx = config.cpu_kernels().max_pool2d_forward(x, self.k, self.s, self.p)
+            self.x_shape = x.shape
+            return y
         xp = backend.get_array_module(x)
         (kh, kw), (sh, sw), (ph, pw) = self.k, self.s, self.p
         n, c, h, w = x.shape
@@ -74,6 +79,8 @@ class MaxPool2d(Function):
     def backward(self, grad):
         if getattr(self, "gpu_arg", None) is not None:                 # GPU: kernels/maxpool.cu
             return _gpu.maxpool2d_backward(grad, self.gpu_arg, self.x_shape, self.k, self.s, self.p)
+        if getattr(self, "fast_idx", None) is not None:                # CPU fast path
+            return config.cpu_kernels().max_pool2d_backward(grad, self.fast_idx, self.x_shape)
         xp = backend.get_array_module(grad)
         (kh, kw), (sh, sw), (ph, pw) = self.k, self.s, self.p
         n, c, h, w = self.x_shape

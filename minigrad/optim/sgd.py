@@ -15,6 +15,9 @@ form differs when the learning rate changes).
 """
 from __future__ import annotations
 
+import numpy as np
+
+from .. import config   # the CPU fast path switch (kernels/cpu_numba.py)
 from ..tensor import no_grad
 from .optimizer import Optimizer, required
 
@@ -62,6 +65,8 @@ class SGD(Optimizer):
                     if g.shape != p.shape:
                         raise ValueError(f"SGD: gradient of shape {g.shape} for a parameter "
                                          f"of shape {p.shape}")
+                    if self._fast_update(p, g, lr, momentum, dampening, wd, nesterov):
+                        continue
                     if wd != 0:
                         g = g + wd * p.data                 # a new array: p.grad is untouched
                     if momentum != 0:
@@ -75,3 +80,24 @@ class SGD(Optimizer):
                         g = g + momentum * buf if nesterov else buf
                     p.data -= lr * g
         return loss
+
+    def _fast_update(self, p, g, lr, momentum, dampening, wd, nesterov):
+        """The same update in one parallel pass (kernels/cpu_numba.py) for
+        contiguous NumPy float arrays when the CPU fast path is on; returns
+        False (nothing done) otherwise."""
+        data = p.data
+        if not (config.use_fast(data, g) and data.flags.c_contiguous and g.flags.c_contiguous):
+            return False
+        kern = config.cpu_kernels()
+        t = data.dtype.type
+        if momentum == 0:
+            kern.sgd_step(data.reshape(-1), g.reshape(-1), t(lr), t(wd))
+            return True
+        state = self.state.setdefault(p, {})
+        buf = state.get("momentum_buffer")
+        first = buf is None
+        if first:
+            buf = state["momentum_buffer"] = np.empty_like(data)
+        kern.sgd_momentum_step(data.reshape(-1), g.reshape(-1), buf.reshape(-1), t(lr),
+                               t(momentum), t(dampening), t(wd), bool(nesterov), first)
+        return True

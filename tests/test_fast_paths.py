@@ -1,0 +1,318 @@
+"""The CPU fast path (Numba kernels, kernels/cpu_numba.py) against its oracles.
+
+1. Each kernel against a naive NumPy loop written here (float32 and float64).
+2. Each op with the fast path on against the same op in ``reference_mode``
+   (forward and every gradient), and a float64 gradient check with it on.
+Shapes are tiny: this file is about correctness; timing lives in benchmarks/.
+"""
+import numpy as np
+import pytest
+
+import minigrad
+from minigrad import config
+from minigrad.kernels import cpu_numba as K
+import minigrad.nn.functional as F
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+def distinct(rng, shape, dtype):
+    """Shuffled distinct values away from 0 (no ReLU kinks, no max-pool ties)."""
+    n = int(np.prod(shape))
+    v = (np.arange(n) + 0.5) / n * 4 - 2
+    v = np.where(np.abs(v) < 1e-3, 0.37, v)
+    return rng.permutation(v).reshape(shape).astype(dtype)
+
+
+# ---------------------------------------------------------------------------
+# Naive oracles
+# ---------------------------------------------------------------------------
+def naive_conv(x, w, b, s, p):
+    n, c, h, wd = x.shape
+    k, _, kh, kw = w.shape
+    xp = np.zeros((n, c, h + 2 * p, wd + 2 * p), x.dtype)
+    xp[:, :, p:p + h, p:p + wd] = x
+    ho, wo = (h + 2 * p - kh) // s + 1, (wd + 2 * p - kw) // s + 1
+    y = np.zeros((n, k, ho, wo), np.float64)
+    for oy in range(ho):
+        for ox in range(wo):
+            patch = xp[:, :, oy * s:oy * s + kh, ox * s:ox * s + kw]
+            y[:, :, oy, ox] = np.tensordot(patch, w, axes=([1, 2, 3], [1, 2, 3]))
+    if b is not None:
+        y += b.reshape(1, -1, 1, 1)
+    return y
+
+
+def naive_maxpool(x, k, s, p):
+    n, c, h, w = x.shape
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    y = np.empty((n, c, ho, wo), x.dtype)
+    for a in range(n):
+        for ch in range(c):
+            for oy in range(ho):
+                for ox in range(wo):
+                    best = -np.inf
+                    for i in range(k):
+                        for j in range(k):
+                            iy, ix = oy * s + i - p, ox * s + j - p
+                            if 0 <= iy < h and 0 <= ix < w:
+                                best = max(best, x[a, ch, iy, ix])
+                    y[a, ch, oy, ox] = best
+    return y
+
+
+# ---------------------------------------------------------------------------
+# 1. Kernels against the oracles
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kh,s,p", [(3, 1, 1), (3, 2, 1), (1, 1, 0), (5, 2, 3)])
+def test_im2col_col2im_kernels(dtype, kh, s, p):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 2, 7, 6)).astype(dtype)
+    ho, wo = (7 + 2 * p - kh) // s + 1, (6 + 2 * p - kh) // s + 1
+    cols = np.full((2 * kh * kh, 2 * ho * wo), np.nan, dtype)
+    K.im2col(x, kh, kh, s, s, p, p, 1, 3, cols)          # images 1 and 2 only
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    want = np.empty((2, kh, kh, 2, ho, wo), dtype)
+    for c in range(2):
+        for i in range(kh):
+            for j in range(kh):
+                for b in range(2):
+                    for oy in range(ho):
+                        for ox in range(wo):
+                            want[c, i, j, b, oy, ox] = xp[1 + b, c, oy * s + i, ox * s + j]
+    np.testing.assert_array_equal(cols, want.reshape(cols.shape))
+    # col2im is the adjoint of im2col: <im2col(x), d> == <x, col2im(d)>
+    d = rng.standard_normal(cols.shape).astype(dtype)
+    dx = np.full(x.shape, np.nan, dtype)
+    dx[0] = 7.0
+    K.col2im(d, kh, kh, s, s, p, p, 1, 3, dx)
+    assert np.all(dx[0] == 7.0)                          # images outside [1, 3) untouched
+    lhs = float(np.sum(cols.astype(np.float64) * d))
+    rhs = float(np.sum(x[1:3].astype(np.float64) * dx[1:3]))
+    assert lhs == pytest.approx(rhs, rel=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_driver_small_chunks(dtype, monkeypatch):
+    """Several chunks of images (the scratch buffers reused) give the one-chunk answer."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, 3, 6, 5)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    g = rng.standard_normal((5, 4, 3, 3)).astype(dtype)
+    monkeypatch.setattr(K, "CHUNK_BYTES", 1)             # one image per chunk
+    y = K.conv2d_forward(x, w, b, (2, 2), (1, 1))
+    dx, dw, db = K.conv2d_backward(x, w, g, (2, 2), (1, 1))
+    np.testing.assert_allclose(y, naive_conv(x, w, b, 2, 1), **TOL[dtype])
+    # the gradients through the adjoint identities, computed in float64
+    x64, w64, g64 = x.astype(np.float64), w.astype(np.float64), g.astype(np.float64)
+    eps = rng.standard_normal(x.shape)
+    assert float(np.sum(dx * eps)) == pytest.approx(
+        float(np.sum(naive_conv(eps, w64, None, 2, 1) * g64)), rel=1e-4)
+    for k in range(4):
+        e = np.zeros_like(w64)
+        e[k, 1, 2, 0] = 1.0
+        assert dw[k, 1, 2, 0] == pytest.approx(float(np.sum(naive_conv(x64, e, None, 2, 1) * g64)),
+                                               rel=1e-4, abs=1e-5)
+    np.testing.assert_allclose(db, g64.sum(axis=(0, 2, 3)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_maxpool_kernels(dtype, k, s, p):
+    rng = np.random.default_rng(3)
+    x = distinct(rng, (2, 3, 7, 8), dtype)
+    y, idx = K.max_pool2d_forward(x, (k, k), (s, s), (p, p))
+    np.testing.assert_array_equal(y, naive_maxpool(x, k, s, p))
+    g = rng.standard_normal(y.shape).astype(dtype)
+    dx = K.max_pool2d_backward(g, idx, x.shape)
+    want = np.zeros(x.shape, np.float64)
+    flat = x.reshape(2, 3, -1)
+    for a in range(2):                                   # each output's gradient to its argmax
+        for c in range(3):
+            for o, v in zip(y[a, c].ravel(), g[a, c].ravel()):
+                pos = int(np.flatnonzero(flat[a, c] == o)[0])
+                want[a, c].flat[pos] += v
+    np.testing.assert_allclose(dx, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_kernels(dtype):
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((4, 3, 5)) * 3 + 1).astype(dtype)
+    mean, var = np.empty(3), np.empty(3)
+    K.bn_stats(x, mean, var)
+    x64 = x.astype(np.float64)
+    for c in range(3):
+        vals = x64[:, c].ravel()
+        assert mean[c] == pytest.approx(sum(vals) / len(vals), rel=1e-6)
+        assert var[c] == pytest.approx(sum((v - mean[c]) ** 2 for v in vals) / len(vals), rel=1e-6)
+    scale = np.array([0.5, -2.0, 1.5], dtype)
+    shift = np.array([0.1, 0.0, -0.3], dtype)
+    for relu in (False, True):
+        y = np.empty_like(x)
+        K.bn_apply(x, scale, shift, relu, y)
+        want = x64 * scale.reshape(1, 3, 1) + shift.reshape(1, 3, 1)
+        np.testing.assert_allclose(y, np.maximum(want, 0) if relu else want, **TOL[dtype])
+    g = rng.standard_normal(x.shape).astype(dtype)
+    s, t = np.empty(3), np.empty(3)
+    K.bn_backward_sums(g, x, mean, s, t)
+    np.testing.assert_allclose(s, g.astype(np.float64).sum(axis=(0, 2)), rtol=1e-5)
+    np.testing.assert_allclose(t, (g * (x64 - mean.reshape(1, 3, 1))).sum(axis=(0, 2)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_and_sgd_kernels(dtype):
+    rng = np.random.default_rng(5)
+    x = distinct(rng, (50,), dtype)
+    y = np.empty_like(x)
+    K.relu_forward(x, y)
+    np.testing.assert_array_equal(y, np.where(x > 0, x, 0))
+    g = rng.standard_normal(50).astype(dtype)
+    dx = np.empty_like(g)
+    K.relu_backward(g, y, dx)
+    np.testing.assert_array_equal(dx, np.where(x > 0, g, 0))
+    # SGD, momentum 0.9, dampening 0.1, wd 0.01, two steps, with and without Nesterov
+    for nesterov in (False, True):
+        damp = 0.0 if nesterov else 0.1
+        p = rng.standard_normal(50).astype(dtype)
+        p_ref = p.astype(np.float64)
+        buf = np.empty_like(p)
+        buf_ref = None
+        for step in range(2):
+            gr = rng.standard_normal(50).astype(dtype)
+            K.sgd_momentum_step(p, gr, buf, dtype(0.1), dtype(0.9), dtype(damp), dtype(0.01),
+                                nesterov, step == 0)
+            d = gr + 0.01 * p_ref
+            buf_ref = d.copy() if buf_ref is None else 0.9 * buf_ref + (1 - damp) * d
+            p_ref = p_ref - 0.1 * (d + 0.9 * buf_ref if nesterov else buf_ref)
+        np.testing.assert_allclose(p, p_ref, **TOL[dtype])
+
+
+# ---------------------------------------------------------------------------
+# 2. Ops: fast path == reference path
+# ---------------------------------------------------------------------------
+def run_both(fn, arrays, seed=0):
+    """Run ``fn(*tensors)`` fast and in reference mode on the same inputs;
+    return [(output, grads...)] for each, using a fixed upstream gradient."""
+    results = []
+    for fast in (True, False):
+        with (config.fast_mode() if fast else config.reference_mode()):
+            ts = [minigrad.Tensor(a.copy(), requires_grad=True) for a in arrays]
+            y = fn(*ts)
+            g = np.random.default_rng(seed).standard_normal(y.shape).astype(y.dtype)
+            y.backward(g)
+            results.append([y.numpy()] + [t.grad.numpy() for t in ts])
+    return results
+
+
+def assert_same(results, dtype):
+    fast, ref = results
+    for a, b in zip(fast, ref):
+        np.testing.assert_allclose(a, b, **TOL[dtype])
+
+
+CONV_CASES = [  # (x shape, weight shape, stride, padding)
+    ((2, 3, 8, 8), (4, 3, 1, 1), 1, 0),
+    ((2, 3, 8, 8), (4, 3, 3, 3), 1, 1),
+    ((2, 3, 9, 7), (5, 3, 3, 3), 2, 1),
+    ((2, 2, 13, 11), (3, 2, 7, 7), 2, 3),
+    ((3, 2, 5, 6), (2, 2, 3, 3), 1, 0),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xs,ws,s,p", CONV_CASES)
+def test_conv2d_fast_equals_reference(dtype, xs, ws, s, p):
+    rng = np.random.default_rng(6)
+    arrays = [rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype),
+              rng.standard_normal(ws[0]).astype(dtype)]
+    res = run_both(lambda x, w, b: F.conv2d(x, w, b, stride=s, padding=p), arrays)
+    assert_same(res, dtype)
+    np.testing.assert_allclose(res[0][0], naive_conv(*arrays, s, p), **TOL[dtype])
+
+
+def test_conv2d_fast_path_is_taken_and_falls_back():
+    x = minigrad.Tensor(np.ones((1, 1, 4, 4), np.float32), requires_grad=True)
+    w = minigrad.Tensor(np.ones((1, 1, 3, 3), np.float32), requires_grad=True)
+    with config.fast_mode():
+        assert getattr(F.conv2d(x, w)._ctx, "fast", False)
+    with config.reference_mode():
+        assert not getattr(F.conv2d(x, w)._ctx, "fast", False)
+    assert not config.use_fast(np.ones(2, np.float16))
+    assert not config.use_fast(np.ones(2, np.float32), np.ones(2, np.float64))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_max_pool_fast_equals_reference(dtype, k, s, p):
+    x = distinct(np.random.default_rng(7), (2, 3, 9, 8), dtype)
+    assert_same(run_both(lambda t: F.max_pool2d(t, k, s, p), [x]), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (6, 3)])
+def test_batch_norm_fast_equals_reference(dtype, training, shape):
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal(shape) * 2 + 0.5).astype(dtype)
+    gamma = rng.standard_normal(3).astype(dtype)
+    beta = rng.standard_normal(3).astype(dtype)
+    stats = []
+    for fast in (True, False):
+        rm = np.array([0.1, -0.2, 0.3], dtype)
+        rv = np.array([1.5, 0.5, 2.0], dtype)
+        with (config.fast_mode() if fast else config.reference_mode()):
+            ts = [minigrad.Tensor(a.copy(), requires_grad=True) for a in (x, gamma, beta)]
+            y = F.batch_norm(ts[0], rm, rv, ts[1], ts[2], training=training)
+            y.backward(np.cos(np.arange(y.size)).reshape(y.shape).astype(dtype))
+            stats.append([y.numpy()] + [t.grad.numpy() for t in ts] + [rm, rv])
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else TOL[dtype]
+    for a, b in zip(*stats):
+        np.testing.assert_allclose(a, b, **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_fast_equals_reference(dtype):
+    x = distinct(np.random.default_rng(9), (3, 4, 5), dtype)
+    assert_same(run_both(F.relu, [x]), dtype)
+
+
+@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 1e-2),
+                                                  (0.9, True, 5e-4)])
+def test_sgd_fast_equals_reference(momentum, nesterov, wd):
+    rng = np.random.default_rng(10)
+    p0 = rng.standard_normal((3, 4)).astype(np.float32)
+    grads = [rng.standard_normal((3, 4)).astype(np.float32) for _ in range(3)]
+    finals = []
+    for fast in (True, False):
+        with (config.fast_mode() if fast else config.reference_mode()):
+            p = minigrad.nn.Parameter(p0.copy()) if hasattr(minigrad.nn, "Parameter") \
+                else minigrad.Tensor(p0.copy(), requires_grad=True)
+            opt = minigrad.optim.SGD([p], lr=0.1, momentum=momentum, weight_decay=wd,
+                                     nesterov=nesterov)
+            for g in grads:
+                p.grad = minigrad.Tensor(g.copy())
+                opt.step()
+            finals.append(p.numpy())
+    np.testing.assert_allclose(finals[0], finals[1], rtol=1e-6, atol=1e-6)
+
+
+def test_gradcheck_with_fast_path_on():
+    """float64 central differences through conv -> batch norm -> relu -> max-pool."""
+    rng = np.random.default_rng(11)
+    x = minigrad.Tensor(rng.standard_normal((1, 2, 4, 4)), requires_grad=True)
+    w = minigrad.Tensor(rng.standard_normal((3, 2, 3, 3)) * 0.5, requires_grad=True)
+    b = minigrad.Tensor(rng.standard_normal(3), requires_grad=True)
+    gamma = minigrad.Tensor(rng.uniform(0.5, 1.5, 3), requires_grad=True)
+    beta = minigrad.Tensor(rng.standard_normal(3), requires_grad=True)
+
+    def f(x, w, b, gamma, beta):
+        y = F.conv2d(x, w, b, stride=1, padding=1)
+        y = F.batch_norm(y, None, None, gamma, beta, training=True)
+        return F.max_pool2d(F.relu(y), 2)
+
+    with config.fast_mode():
+        minigrad.gradcheck(f, (x, w, b, gamma, beta))
