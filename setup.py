@@ -32,6 +32,9 @@ setup(
             "nbclient>=0.7",
             "nbformat>=5",
             "ipykernel>=6",
+            # NVRTC from CUDA 12 (the compiler CuPy uses at run time) checks that the
+            # CUDA C kernels compile for Volta, which CUDA 13's nvcc no longer targets
+            'nvidia-cuda-nvrtc-cu12; platform_system == "Linux" and platform_machine == "x86_64"',
         ],
     },
     classifiers=[
