@@ -73,7 +73,10 @@ def _fill(tensor, values):
     """Write ``values`` (a NumPy array or scalar) into the tensor's array in place."""
     array = tensor.data if isinstance(tensor, Tensor) else tensor
     xp = backend.get_array_module(array)
-    array[...] = xp.asarray(np.asarray(values, dtype=np.float64).astype(array.dtype))
+    if isinstance(values, np.ndarray) and values.dtype == array.dtype:
+        array[...] = xp.asarray(values)
+    else:
+        array[...] = xp.asarray(np.asarray(values, dtype=np.float64).astype(array.dtype))
     return tensor
 
 
@@ -81,14 +84,27 @@ def _rng(generator):
     return get_rng() if generator is None else generator
 
 
+def _sample_dtype(tensor):
+    """Draw float32 samples for float32 tensors (half the time and memory of
+    float64 on VGG's 100-million-weight layers), float64 otherwise."""
+    array = tensor.data if isinstance(tensor, Tensor) else tensor
+    return np.float32 if array.dtype == np.float32 else np.float64
+
+
 def uniform_(tensor, a: float = 0.0, b: float = 1.0, generator=None):
     """Fill with samples of U(a, b)."""
-    return _fill(tensor, _rng(generator).uniform(a, b, size=tuple(tensor.shape)))
+    values = _rng(generator).random(tuple(tensor.shape), dtype=_sample_dtype(tensor))
+    values *= (b - a)
+    values += a
+    return _fill(tensor, values)
 
 
 def normal_(tensor, mean: float = 0.0, std: float = 1.0, generator=None):
     """Fill with samples of N(mean, std²)."""
-    return _fill(tensor, _rng(generator).normal(mean, std, size=tuple(tensor.shape)))
+    values = _rng(generator).standard_normal(tuple(tensor.shape), dtype=_sample_dtype(tensor))
+    values *= std
+    values += mean
+    return _fill(tensor, values)
 
 
 def constant_(tensor, val: float):
