@@ -167,6 +167,11 @@ def _find_cifar(args, log):
         candidates.append(("--data-dir", args.data_dir))
     if os.environ.get("MINIGRAD_CIFAR10_DIR"):
         candidates.append(("$MINIGRAD_CIFAR10_DIR", os.environ["MINIGRAD_CIFAR10_DIR"]))
+    # the layout of a checkout: data/ inside it, or the shared data folder beside it
+    for local in (Path("data") / "cifar-10-batches-py",
+                  Path("..") / "shared" / "data" / "cifar-10-batches-py"):
+        if local.is_dir():
+            candidates.append(("local folder", str(local.resolve())))
     candidates.append(("cache", str(default_cache_dir())))
     for label, root in candidates:
         try:

@@ -40,10 +40,10 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def train_main(argv, interrupt_after=0, env=None):
+def train_main(argv, interrupt_after=0, env=None, cwd=None):
     """Run ``minigrad.train.main(argv)`` in a fresh process; returns (code, stdout, stderr)."""
     r = subprocess.run([sys.executable, "-c", DRIVER, str(interrupt_after), *map(str, argv)],
-                       env=env or ENV, capture_output=True, text=True, timeout=300)
+                       env=env or ENV, capture_output=True, text=True, timeout=300, cwd=cwd)
     return r.returncode, r.stdout, r.stderr
 
 
@@ -221,7 +221,7 @@ def test_fallback_to_synthetic_is_loud(tmp_path):
     env["MINIGRAD_DATA"] = str(tmp_path / "empty-cache")
     argv = ["--no-download", "--synthetic-size", "64", "--width", "4", "--blocks-per-stage",
             "1", "--batch-size", "32", "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]
-    code, out, err = train_main(argv, env=env)
+    code, out, err = train_main(argv, env=env, cwd=tmp_path)     # no data/ folder here
     assert code == 0, err
     assert out.count("TRAINING ON A SYNTHETIC DATASET INSTEAD") == 2     # start and end
     assert "CIFAR-10 not found" in out and "empty-cache" in out
