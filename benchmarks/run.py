@@ -321,7 +321,7 @@ def machine(threads):
         f"- CPU: {cpu}, {os.cpu_count()} logical cores visible",
         f"- threads: {threads} (NumPy's BLAS, Numba and PyTorch alike)",
         f"- Python {platform.python_version()}, NumPy {np.__version__} ({blas}), "
-        f"Numba {numba.__version__}, Numba threading layer: {numba.threading_layer()}",
+        f"Numba {numba.__version__} (kernels on minigrad's own thread pool)",
         f"- PyTorch: {torch.__version__ if torch is not None else 'not installed'}",
         f"- load average when the run ended: {os.getloadavg()[0]:.2f} (1 min)",
     ]

@@ -3,9 +3,15 @@
 Every kernel here has a plain NumPy twin in ``minigrad/ops`` (the reference
 path, the code to read first); these compute the same numbers faster by
 
-* running in parallel over the cores (``prange``, usually over (image, channel)
-  planes, so no two threads ever write the same element and no atomics are
-  needed);
+* running on all the cores: each kernel is serial, compiled without the GIL
+  (``nogil=True``) and takes a range ``lo:hi`` of independent work items
+  (usually (image, channel) planes, so no two threads ever write the same
+  element and no atomics are needed); :func:`parallel_for` and the conv
+  drivers hand the ranges to a small pool of Python threads.  Small work stays
+  on the calling thread, and Numba's own thread pool is never used: it costs
+  about 0.2 ms to start per call and competes with the BLAS threads;
+* indexing views with the loop counter itself (``d[t] = s[t]``), so Numba can
+  drop its negative-index check and vectorise the loop;
 * doing in one pass over memory what NumPy does in several (batch-norm's
   statistics, scale and shift; the bias add fused into the layout change that
   follows a convolution's GEMM; the bias gradient fused into the one before);
@@ -23,8 +29,12 @@ sees and cached on disk (``cache=True``), so importing this module is cheap.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
 # ---------------------------------------------------------------------------
@@ -46,105 +56,171 @@ def _valid_range(w, wo, j, sw, pw):
     return lo, hi
 
 
-@njit(parallel=True, cache=True)
-def im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols):
+@njit(nogil=True, cache=True)
+def _im2col_row_same_width(x3, c, i, j, ph, pw, w, lo, hi, n0, n1, crow):
+    """One im2col row (c, i, j) of a stride-1 convolution whose output is as
+    big as its input (3x3 with padding 1, any 1x1): the output rows then
+    follow each other in memory exactly as the input rows do, so each image's
+    part of the row is a single block copy of the plane shifted by
+    (i - ph) rows and (j - pw) columns, plus zeros where the shift leaves the
+    image (padding rows, and the edge column the shift wrapped around).
+    ``x3`` is the input as (N, C, H·W)."""
+    plane = x3.shape[2]
+    h = plane // w
+    oy_lo = max(0, ph - i)                      # first/last output row inside the image
+    oy_hi = min(h, h + ph - i)
+    s0 = (oy_lo + i - ph) * w + (j - pw)        # where the block starts in the plane
+    length = max(0, oy_hi - oy_lo) * w
+    a = max(0, -s0)                             # clip to the plane; what is clipped
+    e = min(length, plane - s0)                 # lies in an edge column, zeroed below
+    for b in range(n1 - n0):
+        base = b * plane
+        for t in range(oy_lo * w):              # padding rows above ...
+            crow[base + t] = 0
+        for t in range(max(oy_hi, oy_lo) * w, plane):   # ... and below
+            crow[base + t] = 0
+        if e > a:
+            dv = crow[base + oy_lo * w + a:base + oy_lo * w + e]
+            sv = x3[n0 + b, c, s0 + a:s0 + e]
+            for t in range(e - a):              # the block copy (vectorised)
+                dv[t] = sv[t]
+        for oy in range(oy_lo, oy_hi):          # the wrapped edge column of each row
+            for t in range(lo):
+                crow[base + oy * w + t] = 0
+            for t in range(hi, w):
+                crow[base + oy * w + t] = 0
+
+
+@njit(nogil=True, cache=True)
+def im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols, r0=0, r1=-1):
     """cols[(c, i, j), (n − n0, oy, ox)] = x_pad[n, c, oy·sh + i, ox·sw + j] for n0 <= n < n1.
 
-    ``cols`` has shape (C·kh·kw, (n1 − n0)·Ho·Wo).  One task per row (c, i, j):
-    it writes its row front to back (sequential stores), reading one input
-    row per output row; positions in the zero padding are written as 0.
+    ``cols`` has shape (C·kh·kw, (n1 − n0)·Ho·Wo); only rows r0 <= r < r1 are
+    written (all when r1 < 0), so several threads can share one matrix.  Each
+    row is written front to back (sequential stores), reading one input row
+    per output row; positions in the zero padding are written as 0.
+    Serial and GIL-free: the conv drivers below run it on their own threads.
     """
     _, c_in, h, w = x.shape
     ho = (h + 2 * ph - kh) // sh + 1
     wo = (w + 2 * pw - kw) // sw + 1
     plane = ho * wo
-    for r in prange(c_in * kh * kw):
+    x3 = x.reshape(x.shape[0], c_in, h * w)
+    if r1 < 0:
+        r1 = c_in * kh * kw
+    # Inner loops index views with the loop counter itself (d[t] = s[t]): Numba
+    # then knows the index is >= 0, drops its negative-index check and
+    # vectorises the copy (about 8x faster than slice assignment on 32-pixel rows).
+    for r in range(r0, r1):
         c = r // (kh * kw)
         i = (r // kw) % kh
         j = r % kw
         crow = cols[r]
         lo, hi = _valid_range(w, wo, j, sw, pw)
+        if sh == 1 and sw == 1 and wo == w and ho == h:
+            _im2col_row_same_width(x3, c, i, j, ph, pw, w, lo, hi, n0, n1, crow)
+            continue
         for b in range(n1 - n0):
             n = n0 + b
             for oy in range(ho):
                 iy = oy * sh + i - ph
-                o = b * plane + oy * wo
+                d = crow[b * plane + oy * wo:b * plane + (oy + 1) * wo]
                 if iy < 0 or iy >= h:
-                    crow[o:o + wo] = 0
+                    for t in range(wo):
+                        d[t] = 0
                     continue
-                xrow = x[n, c, iy]                       # the input row it reads
-                crow[o:o + lo] = 0
+                for t in range(lo):
+                    d[t] = 0
+                dv = d[lo:hi]
                 if sw == 1:                              # a contiguous copy
-                    crow[o + lo:o + hi] = xrow[lo + j - pw:hi + j - pw]
+                    sv = x[n, c, iy, lo + j - pw:hi + j - pw]
+                    for t in range(hi - lo):
+                        dv[t] = sv[t]
                 else:
-                    for ox in range(lo, hi):
-                        crow[o + ox] = xrow[ox * sw + j - pw]
-                crow[o + hi:o + wo] = 0
+                    sv = x[n, c, iy, (lo * sw + j - pw):]
+                    for t in range(hi - lo):
+                        dv[t] = sv[t * sw]
+                dz = d[hi:]
+                for t in range(wo - hi):
+                    dz[t] = 0
 
 
-@njit(parallel=True, cache=True)
-def col2im(cols, kh, kw, sh, sw, ph, pw, n0, n1, dx):
+@njit(nogil=True, cache=True)
+def col2im(cols, kh, kw, sh, sw, ph, pw, n0, n1, dx, c0=0, c1=-1):
     """The adjoint of :func:`im2col`: dx[n0:n1] = Σ of the columns copied from each pixel.
 
-    One task per (image, channel) plane: the task zeroes its plane and adds
-    every column entry that came from it, so no two tasks write the same pixel.
+    Works plane by plane over the (channel, image) pairs with c0 <= c < c1
+    (all channels when c1 < 0): it zeroes a plane and adds every column entry
+    that came from it, so threads given different channels never write the
+    same pixel.
     """
     _, c_in, h, w = dx.shape
     ho = (h + 2 * ph - kh) // sh + 1
     wo = (w + 2 * pw - kw) // sw + 1
-    nb = n1 - n0
     plane = ho * wo
-    for t in prange(c_in * nb):
-        c = t // nb
-        b = t - c * nb
-        n = n0 + b
-        for iy in range(h):
-            for ix in range(w):
-                dx[n, c, iy, ix] = 0
-        for i in range(kh):
-            for j in range(kw):
-                row = (c * kh + i) * kw + j
-                lo, hi = _valid_range(w, wo, j, sw, pw)
-                for oy in range(ho):
-                    iy = oy * sh + i - ph
-                    if iy < 0 or iy >= h:
-                        continue
-                    o = b * plane + oy * wo
-                    for ox in range(lo, hi):
-                        dx[n, c, iy, ox * sw + j - pw] += cols[row, o + ox]
+    if c1 < 0:
+        c1 = c_in
+    for c in range(c0, c1):
+        for b in range(n1 - n0):
+            n = n0 + b
+            dp = dx[n, c].ravel()
+            for t in range(h * w):
+                dp[t] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    row = (c * kh + i) * kw + j
+                    lo, hi = _valid_range(w, wo, j, sw, pw)
+                    for oy in range(ho):
+                        iy = oy * sh + i - ph
+                        if iy < 0 or iy >= h:
+                            continue
+                        o = b * plane + oy * wo
+                        sv = cols[row, o + lo:o + hi]
+                        dv = dx[n, c, iy, (lo * sw + j - pw):]
+                        for t in range(hi - lo):
+                            dv[t * sw] += sv[t]
 
 
-@njit(parallel=True, cache=True)
-def cnp_to_nchw(y2, bias, use_bias, y):
-    """y[n, k, p] = y2[k, n·P + p] (+ bias[k]): the GEMM's (Cout, N·P) result in NCHW.
+@njit(nogil=True, cache=True)
+def cnp_to_nchw(y2, bias, use_bias, y, k0=0, k1=-1):
+    """y[n, k, p] = y2[k, n·P + p] (+ bias[k]) for k0 <= k < k1 (all when k1 < 0):
+    the GEMM's (Cout, N·P) result in NCHW.
 
     ``y`` is (N, Cout, P); ``bias`` is read only when ``use_bias``.
     """
     n_img, k_out, p_len = y.shape
-    for t in prange(n_img * k_out):
-        n = t // k_out
-        k = t - n * k_out
-        b = bias[k] if use_bias else 0
+    if k1 < 0:
+        k1 = k_out
+    for n in range(n_img):
         src = n * p_len
-        for p in range(p_len):
-            y[n, k, p] = y2[k, src + p] + b
+        for k in range(k0, k1):
+            b = bias[k] if use_bias else 0
+            dv = y[n, k]
+            sv = y2[k, src:src + p_len]
+            for p in range(p_len):
+                dv[p] = sv[p] + b
 
 
-@njit(parallel=True, cache=True)
-def nchw_to_cnp(g, g2, db):
-    """g2[k, n·P + p] = g[n, k, p], and db[k] = Σ_{n,p} g[n, k, p] in the same pass.
+@njit(nogil=True, cache=True)
+def nchw_to_cnp(g, g2, db, k0=0, k1=-1):
+    """g2[k, n·P + p] = g[n, k, p], and db[k] = Σ_{n,p} g[n, k, p] in the same pass,
+    for k0 <= k < k1 (all when k1 < 0).
 
     The layout change before a convolution's backward GEMMs, with the bias
     gradient computed on the way (in float64).
     """
     n_img, k_out, p_len = g.shape
-    for k in prange(k_out):
+    if k1 < 0:
+        k1 = k_out
+    for k in range(k0, k1):
         acc = 0.0
         for n in range(n_img):
             dst = n * p_len
+            sv = g[n, k]
+            dv = g2[k, dst:dst + p_len]
             for p in range(p_len):
-                v = g[n, k, p]
-                g2[k, dst + p] = v
+                v = sv[p]
+                dv[p] = v
                 acc += v
         db[k] = acc
 
@@ -152,19 +228,23 @@ def nchw_to_cnp(g, g2, db):
 # ---------------------------------------------------------------------------
 # Max pooling
 # ---------------------------------------------------------------------------
-@njit(parallel=True, cache=True)
-def maxpool2d_forward(x, kh, kw, sh, sw, ph, pw, y, idx):
+@njit(nogil=True, cache=True)
+def maxpool2d_forward(x, kh, kw, sh, sw, ph, pw, y, idx, lo, hi):
     """y[n, c, oy, ox] = max of the window; idx holds the flat position iy·W + ix
-    of the (first) maximum in its input plane, for the backward pass.
+    of the (first) maximum in its input plane, for the backward pass.  Planes
+    t = n·C + c with lo <= t < hi.
 
     Padding counts as −∞ (as in PyTorch), so a window always holds a real pixel
     when padding <= kernel / 2.
     """
     n_img, c_in, h, w = x.shape
     ho, wo = y.shape[2], y.shape[3]
-    for t in prange(n_img * c_in):
+    for t in range(lo, hi):
         n = t // c_in
         c = t - n * c_in
+        xp = x[n, c]
+        yp = y[n, c]
+        ip = idx[n, c]
         for oy in range(ho):
             y0 = oy * sh - ph
             for ox in range(wo):
@@ -179,161 +259,186 @@ def maxpool2d_forward(x, kh, kw, sh, sw, ph, pw, y, idx):
                         ix = x0 + j
                         if ix < 0 or ix >= w:
                             continue
-                        v = x[n, c, iy, ix]
+                        v = xp[iy, ix]
                         if v > best or arg < 0:
                             best = v
                             arg = iy * w + ix
-                y[n, c, oy, ox] = best
-                idx[n, c, oy, ox] = arg
+                yp[oy, ox] = best
+                ip[oy, ox] = arg
 
 
-@njit(parallel=True, cache=True)
-def maxpool2d_backward(g, idx, dx):
+@njit(nogil=True, cache=True)
+def maxpool2d_backward(g, idx, dx, lo, hi):
     """dx = 0 except at each window's maximum, which receives that window's gradient
-    (summed when overlapping windows share a maximum)."""
+    (summed when overlapping windows share a maximum).  Planes lo <= t < hi."""
     n_img, c_in, h, w = dx.shape
     ho, wo = g.shape[2], g.shape[3]
-    for t in prange(n_img * c_in):
+    for t in range(lo, hi):
         n = t // c_in
         c = t - n * c_in
-        for iy in range(h):
-            for ix in range(w):
-                dx[n, c, iy, ix] = 0
-        for oy in range(ho):
-            for ox in range(wo):
-                a = idx[n, c, oy, ox]
-                if a >= 0:
-                    dx[n, c, a // w, a % w] += g[n, c, oy, ox]
+        dp = dx[n, c].ravel()
+        for q in range(h * w):
+            dp[q] = 0
+        gp = g[n, c].ravel()
+        ip = idx[n, c].ravel()
+        for q in range(ho * wo):
+            a = ip[q]
+            if a >= 0:
+                dp[a] += gp[q]
 
 
 # ---------------------------------------------------------------------------
-# Batch normalisation (NCHW: statistics per channel over N, H, W)
+# Batch normalisation (NCHW viewed as (N, C, P): statistics per channel over N, P)
 # ---------------------------------------------------------------------------
-@njit(parallel=True, cache=True, fastmath=True)
-def bn_stats(x, mean, var):
-    """Per-channel mean and biased variance of x (N, C, P), two passes in float64."""
+@njit(nogil=True, cache=True, fastmath=True)
+def bn_stats(x, mean, var, lo, hi):
+    """Per-channel mean and biased variance of x (N, C, P), two passes in
+    float64, for the channels lo <= c < hi."""
     n_img, c_in, p_len = x.shape
     m = n_img * p_len
-    for c in prange(c_in):
+    for c in range(lo, hi):
         s = 0.0
         for n in range(n_img):
+            xv = x[n, c]
             for p in range(p_len):
-                s += x[n, c, p]
+                s += xv[p]
         mu = s / m
         q = 0.0
         for n in range(n_img):
+            xv = x[n, c]
             for p in range(p_len):
-                d = x[n, c, p] - mu
+                d = xv[p] - mu
                 q += d * d
         mean[c] = mu
         var[c] = q / m
 
 
-@njit(parallel=True, cache=True, fastmath=True)
-def bn_apply(x, scale, shift, relu, y):
-    """y = x·scale[c] + shift[c] (then max(·, 0) when ``relu``), per (image, channel) plane."""
+@njit(nogil=True, cache=True, fastmath=True)
+def bn_apply(x, scale, shift, relu, y, lo, hi):
+    """y = x·scale[c] + shift[c] (then max(·, 0) when ``relu``), for the
+    (image, channel) planes t = n·C + c with lo <= t < hi."""
     n_img, c_in, p_len = x.shape
-    for t in prange(n_img * c_in):
+    for t in range(lo, hi):
         n = t // c_in
         c = t - n * c_in
         a = scale[c]
         b = shift[c]
+        xv = x[n, c]
+        yv = y[n, c]
         if relu:
             for p in range(p_len):
-                v = x[n, c, p] * a + b
-                y[n, c, p] = v if v > 0 else 0
+                v = xv[p] * a + b
+                yv[p] = v if v > 0 else 0
         else:
             for p in range(p_len):
-                y[n, c, p] = x[n, c, p] * a + b
+                yv[p] = xv[p] * a + b
 
 
-@njit(parallel=True, cache=True, fastmath=True)
-def bn_backward_sums(g, x, mean, sum_g, sum_gx):
-    """sum_g[c] = Σ g,  sum_gx[c] = Σ g·(x − mean[c]), over N and P (float64)."""
+@njit(nogil=True, cache=True, fastmath=True)
+def bn_backward_sums(g, x, mean, sum_g, sum_gx, lo, hi):
+    """sum_g[c] = Σ g,  sum_gx[c] = Σ g·(x − mean[c]), over N and P (float64),
+    for the channels lo <= c < hi."""
     n_img, c_in, p_len = g.shape
-    for c in prange(c_in):
+    for c in range(lo, hi):
         s = 0.0
         sx = 0.0
         mu = mean[c]
         for n in range(n_img):
+            gv = g[n, c]
+            xv = x[n, c]
             for p in range(p_len):
-                gv = g[n, c, p]
-                s += gv
-                sx += gv * (x[n, c, p] - mu)
+                s += gv[p]
+                sx += gv[p] * (xv[p] - mu)
         sum_g[c] = s
         sum_gx[c] = sx
 
 
-@njit(parallel=True, cache=True, fastmath=True)
-def bn_backward_dx(g, x, mean, a, b, k, dx):
-    """dx = a[c]·g + k[c]·(x − mean[c]) + b[c], per plane (the coefficients come
-    from the sums above; see ``BatchNorm2d.backward`` for the algebra)."""
+@njit(nogil=True, cache=True, fastmath=True)
+def bn_backward_dx(g, x, mean, a, b, k, dx, lo, hi):
+    """dx = a[c]·g + k[c]·(x − mean[c]) + b[c], for the planes lo <= t < hi (the
+    coefficients come from the sums above; see ``batch_norm_backward``)."""
     n_img, c_in, p_len = g.shape
-    for t in prange(n_img * c_in):
+    for t in range(lo, hi):
         n = t // c_in
         c = t - n * c_in
         ac = a[c]
         bc = b[c]
         kc = k[c]
         mu = mean[c]
+        gv = g[n, c]
+        xv = x[n, c]
+        dv = dx[n, c]
         for p in range(p_len):
-            dx[n, c, p] = ac * g[n, c, p] + kc * (x[n, c, p] - mu) + bc
+            dv[p] = ac * gv[p] + kc * (xv[p] - mu) + bc
 
 
 # ---------------------------------------------------------------------------
-# ReLU (flat, contiguous arrays)
+# ReLU (flat, contiguous arrays; elements lo <= i < hi)
 # ---------------------------------------------------------------------------
-@njit(parallel=True, cache=True)
-def relu_forward(x, y):
+@njit(nogil=True, cache=True)
+def relu_forward(x, y, lo, hi):
     """y = max(x, 0)."""
-    for i in prange(x.size):
-        v = x[i]
-        y[i] = v if v > 0 else 0
+    xv = x[lo:hi]
+    yv = y[lo:hi]
+    for i in range(hi - lo):
+        v = xv[i]
+        yv[i] = v if v > 0 else 0
 
 
-@njit(parallel=True, cache=True)
-def relu_backward(g, y, dx):
+@njit(nogil=True, cache=True)
+def relu_backward(g, y, dx, lo, hi):
     """dx = g where the output y > 0, else 0."""
-    for i in prange(g.size):
-        dx[i] = g[i] if y[i] > 0 else 0
+    gv = g[lo:hi]
+    yv = y[lo:hi]
+    dv = dx[lo:hi]
+    for i in range(hi - lo):
+        dv[i] = gv[i] if yv[i] > 0 else 0
 
 
 # ---------------------------------------------------------------------------
-# SGD with momentum, in place (flat, contiguous arrays)
+# SGD with momentum, in place (flat, contiguous arrays; elements lo <= i < hi)
 # ---------------------------------------------------------------------------
-@njit(parallel=True, cache=True)
-def sgd_momentum_step(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
+@njit(nogil=True, cache=True)
+def sgd_momentum_step(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first, lo, hi):
     """One ``torch.optim.SGD`` step for one parameter, in place on ``p`` and ``buf``:
 
         d = g + weight_decay·p
         buf = d (first step)  or  momentum·buf + (1 − dampening)·d
         p -= lr · (d + momentum·buf  if nesterov  else  buf)
     """
-    for i in prange(p.size):
-        d = g[i] + weight_decay * p[i]
+    pv = p[lo:hi]
+    gv = g[lo:hi]
+    bv = buf[lo:hi]
+    for i in range(hi - lo):
+        d = gv[i] + weight_decay * pv[i]
         if first:
-            bv = d
+            b = d
         else:
-            bv = momentum * buf[i] + (1 - dampening) * d
-        buf[i] = bv
+            b = momentum * bv[i] + (1 - dampening) * d
+        bv[i] = b
         if nesterov:
-            p[i] -= lr * (d + momentum * bv)
+            pv[i] -= lr * (d + momentum * b)
         else:
-            p[i] -= lr * bv
+            pv[i] -= lr * b
 
 
-@njit(parallel=True, cache=True)
-def sgd_step(p, g, lr, weight_decay):
+@njit(nogil=True, cache=True)
+def sgd_step(p, g, lr, weight_decay, lo, hi):
     """Plain SGD (no momentum), in place: p -= lr·(g + weight_decay·p)."""
-    for i in prange(p.size):
-        p[i] -= lr * (g[i] + weight_decay * p[i])
+    pv = p[lo:hi]
+    gv = g[lo:hi]
+    for i in range(hi - lo):
+        pv[i] -= lr * (gv[i] + weight_decay * pv[i])
 
 
 # ===========================================================================
 # Drivers: what the ops in minigrad/ops call (plain Python around the kernels)
 # ===========================================================================
 _BUFFERS = {}
-CHUNK_BYTES = 128 << 20   # im2col columns per chunk of images (bounds the scratch memory)
+# im2col columns per chunk of images.  Small enough that a chunk's columns are
+# still in the cache when the GEMM reads them; a single image bigger than this
+# is one chunk on its own.
+CHUNK_BYTES = 4 << 20
 
 
 def scratch(name, shape, dtype):
@@ -346,6 +451,13 @@ def scratch(name, shape, dtype):
     return a
 
 
+def _scratch2d(name, rows, cols, capacity, dtype):
+    """A C-contiguous (rows, cols) view into a flat scratch buffer of
+    ``rows * capacity`` elements (the last chunk of a batch may be shorter)."""
+    flat = scratch(name, (rows * capacity,), dtype)
+    return flat[:rows * cols].reshape(rows, cols)
+
+
 def clear_scratch():
     """Free every scratch buffer (they are re-made on the next call)."""
     _BUFFERS.clear()
@@ -355,6 +467,107 @@ def _chunks(n, bytes_per_image):
     """Split n images into chunks whose im2col columns take about CHUNK_BYTES."""
     nb = max(1, min(n, CHUNK_BYTES // max(1, bytes_per_image)))
     return [(n0, min(n, n0 + nb)) for n0 in range(0, n, nb)]
+
+
+def _thread_chunks(n, bytes_per_image, threads):
+    """The batch split evenly over the threads (thread t takes images
+    n·t/T to n·(t+1)/T), each share cut into chunks of about CHUNK_BYTES;
+    returns (chunks of each thread, the largest chunk's image count)."""
+    nb = max(1, CHUNK_BYTES // max(1, bytes_per_image))
+    shares = [(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
+    per_thread = [[(n0, min(b, n0 + nb)) for n0 in range(a, b, nb)] for a, b in shares]
+    return per_thread, min(nb, max(b - a for a, b in shares))
+
+
+# ---------------------------------------------------------------------------
+# Threads for the convolution drivers
+# ---------------------------------------------------------------------------
+# A convolution alternates copies (im2col, layout changes) with BLAS products.
+# With Numba's thread pool for the copies and the BLAS's own pool for the
+# products, the two pools hand the cores back and forth on every step, and a
+# BLAS thread that spins after its product slows the next copy down (measured:
+# the three steps of a ResNet-20 convolution took 1.7x their separate times).
+# So the drivers use one small pool of Python threads running the GIL-free
+# kernels above:
+#
+# * many images: each thread takes whole chunks of images and runs
+#   im2col -> GEMM -> layout on them with a single-threaded BLAS, so a chunk's
+#   columns go from one core's cache straight into its GEMM;
+# * few large images (a 224x224 VGG on one image): each step is split over the
+#   threads, and the BLAS uses all of them for the product.
+_POOL = {"pool": None, "size": 0, "blas": None}
+
+
+def _forget_pool():
+    """A forked child has none of its parent's threads: start a new pool there."""
+    _POOL["pool"], _POOL["size"] = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _threads():
+    """How many threads the kernels use: ``minigrad.set_num_threads`` (Numba's
+    setting, by default the number of cores)."""
+    import numba
+    return numba.get_num_threads()
+
+
+def _run(fn, n):
+    """fn(t) for t in range(n), on n threads (the calling thread runs t = 0)."""
+    if n <= 1:
+        fn(0)
+        return
+    if _POOL["size"] != n - 1:
+        if _POOL["pool"] is not None:
+            _POOL["pool"].shutdown(wait=False)
+        _POOL["pool"] = ThreadPoolExecutor(n - 1, thread_name_prefix="minigrad-conv")
+        _POOL["size"] = n - 1
+    futures = [_POOL["pool"].submit(fn, t) for t in range(1, n)]
+    try:
+        fn(0)
+    finally:
+        for f in futures:
+            f.result()
+
+
+def _split(fn, items, n):
+    """fn(lo, hi) over n contiguous slices of range(items), in parallel."""
+    n = max(1, min(n, items))
+    bounds = [items * t // n for t in range(n + 1)]
+    _run(lambda t: fn(bounds[t], bounds[t + 1]), n)
+
+
+# Work smaller than this (in array elements) runs on the calling thread: waking
+# the other threads costs more than the work itself (tens of microseconds).
+SERIAL_BELOW = 1 << 15
+
+
+def parallel_for(kernel, items, size, *args):
+    """kernel(*args, lo, hi) over range(items), split over the threads when the
+    work (``size`` array elements) is big enough to be worth it."""
+    threads = _threads()
+    if threads <= 1 or items < 2 or size < SERIAL_BELOW:
+        kernel(*args, 0, items)
+    else:
+        _split(lambda lo, hi: kernel(*args, lo, hi), items, threads)
+
+
+def _single_threaded_blas():
+    """Context in which the BLAS runs each product on the calling thread only
+    (threadpoolctl); a no-op where the BLAS cannot be controlled."""
+    ctl = _POOL["blas"]
+    if ctl is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            ctl = ThreadpoolController()
+        except Exception:           # threadpoolctl missing: leave the BLAS alone
+            ctl = False
+        _POOL["blas"] = ctl
+    if not ctl:
+        return contextlib.nullcontext()
+    return ctl.limit(limits=1, user_api="blas")
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
@@ -369,13 +582,33 @@ def conv2d_forward(x, weight, bias, stride, padding):
     y = np.empty((n, k, ho, wo), x.dtype)
     y3 = y.reshape(n, k, ho * wo)
     b = bias if bias is not None else np.zeros(1, x.dtype)
-    for n0, n1 in _chunks(n, c * kh * kw * ho * wo * x.itemsize):
-        m = (n1 - n0) * ho * wo
-        cols = scratch("cols", (c * kh * kw, m), x.dtype)
-        im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols)
+    use_bias = bias is not None
+    rows, plane = c * kh * kw, ho * wo
+    threads = _threads()
+
+    if threads > 1 and n >= threads:                    # many images: chunks per thread
+        mine, cap = _thread_chunks(n, rows * plane * x.itemsize, threads)
+
+        def work(t):
+            for n0, n1 in mine[t]:
+                m = (n1 - n0) * plane
+                cols = _scratch2d(("cols", t), rows, m, cap * plane, x.dtype)
+                y2 = _scratch2d(("y2", t), k, m, cap * plane, x.dtype)
+                im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols, 0, -1)
+                np.matmul(wm, cols, out=y2)
+                cnp_to_nchw(y2, b, use_bias, y3[n0:n1], 0, -1)
+        with _single_threaded_blas():
+            _run(work, threads)
+        return y
+
+    for n0, n1 in _chunks(n, rows * plane * x.itemsize):    # few large images: split each step
+        m = (n1 - n0) * plane
+        cols = scratch("cols", (rows, m), x.dtype)
         y2 = scratch("y2", (k, m), x.dtype)
+        _split(lambda r0, r1: im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols, r0, r1),
+               rows, threads)
         np.matmul(wm, cols, out=y2)
-        cnp_to_nchw(y2, b, bias is not None, y3[n0:n1])
+        _split(lambda k0, k1: cnp_to_nchw(y2, b, use_bias, y3[n0:n1], k0, k1), k, threads)
     return y
 
 
@@ -394,27 +627,59 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
     # (a "full" convolution), which runs as a forward pass: a GEMM with a long
     # inner dimension (k·kh·kw) instead of Wᵀ @ dY's short one (k) plus col2im.
     via_conv = need_x and sh == 1 and sw == 1 and ph < kh and pw < kw
-    dx = np.empty(x.shape, x.dtype) if need_x and not via_conv else None
-    dwt = np.zeros((c * kh * kw, k), x.dtype) if need_w else None     # dWᵀ
-    db = np.zeros(k, np.float64)
-    db_part = np.empty(k, np.float64)
-    for n0, n1 in _chunks(n, c * kh * kw * ho * wo * x.itemsize):
-        m = (n1 - n0) * ho * wo
-        g2 = scratch("g2", (k, m), x.dtype)
-        nchw_to_cnp(g3[n0:n1], g2, db_part)
-        db += db_part
-        if need_w:
-            cols = scratch("cols", (c * kh * kw, m), x.dtype)
-            im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols)
-            # dWᵀ = cols @ dYᵀ: the same product as dY @ colsᵀ, but OpenBLAS runs
-            # this orientation (long inner axis, tall result) 5-100x faster
-            dwt_part = scratch("dwt", dwt.shape, x.dtype)
-            np.matmul(cols, g2.T, out=dwt_part)
-            dwt += dwt_part
-        if need_x and not via_conv:
-            dcols = scratch("dcols", (c * kh * kw, m), x.dtype)
-            np.matmul(wm.T, g2, out=dcols)
-            col2im(dcols, kh, kw, sh, sw, ph, pw, n0, n1, dx)
+    col2im_dx = need_x and not via_conv
+    dx = np.empty(x.shape, x.dtype) if col2im_dx else None
+    rows, plane = c * kh * kw, ho * wo
+    threads = _threads()
+    # dWᵀ = cols @ dYᵀ: the same product as dY @ colsᵀ, but OpenBLAS runs this
+    # orientation (long inner axis, tall result) 5-100x faster
+    if threads > 1 and n >= threads:                    # many images: chunks per thread
+        mine, cap = _thread_chunks(n, rows * plane * x.itemsize, threads)
+        dwt = np.zeros((threads, rows, k), x.dtype) if need_w else None
+        db = np.zeros((threads, k), np.float64)
+
+        def work(t):
+            db_part = np.empty(k, np.float64)
+            for n0, n1 in mine[t]:
+                m = (n1 - n0) * plane
+                g2 = _scratch2d(("g2", t), k, m, cap * plane, x.dtype)
+                nchw_to_cnp(g3[n0:n1], g2, db_part, 0, -1)
+                db[t] += db_part
+                if need_w:
+                    cols = _scratch2d(("cols", t), rows, m, cap * plane, x.dtype)
+                    im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols, 0, -1)
+                    part = scratch(("dwt", t), (rows, k), x.dtype)
+                    np.matmul(cols, g2.T, out=part)
+                    dwt[t] += part
+                if col2im_dx:
+                    dcols = _scratch2d(("dcols", t), rows, m, cap * plane, x.dtype)
+                    np.matmul(wm.T, g2, out=dcols)
+                    col2im(dcols, kh, kw, sh, sw, ph, pw, n0, n1, dx, 0, -1)
+        with _single_threaded_blas():
+            _run(work, threads)
+        dwt = dwt.sum(axis=0) if need_w else None
+        db = db.sum(axis=0)
+    else:                                               # few large images: split each step
+        dwt = np.zeros((rows, k), x.dtype) if need_w else None
+        db = np.zeros(k, np.float64)
+        db_part = np.empty(k, np.float64)
+        for n0, n1 in _chunks(n, rows * plane * x.itemsize):
+            m = (n1 - n0) * plane
+            g2 = scratch("g2", (k, m), x.dtype)
+            _split(lambda k0, k1: nchw_to_cnp(g3[n0:n1], g2, db_part, k0, k1), k, threads)
+            db += db_part
+            if need_w:
+                cols = scratch("cols", (rows, m), x.dtype)
+                _split(lambda r0, r1: im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols, r0, r1),
+                       rows, threads)
+                part = scratch("dwt", dwt.shape, x.dtype)
+                np.matmul(cols, g2.T, out=part)
+                dwt += part
+            if col2im_dx:
+                dcols = scratch("dcols", (rows, m), x.dtype)
+                np.matmul(wm.T, g2, out=dcols)
+                _split(lambda c0, c1: col2im(dcols, kh, kw, sh, sw, ph, pw, n0, n1, dx, c0, c1),
+                       c, threads)
     if via_conv:
         w_flip = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
         dx = conv2d_forward(grad, w_flip, None, (1, 1), (kh - 1 - ph, kw - 1 - pw))
@@ -430,13 +695,15 @@ def max_pool2d_forward(x, kernel, stride, padding):
     ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
     y = np.empty((n, c, ho, wo), x.dtype)
     idx = np.empty((n, c, ho, wo), np.int32)
-    maxpool2d_forward(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, y, idx)
+    parallel_for(maxpool2d_forward, n * c, x.size, np.ascontiguousarray(x),
+                 kh, kw, sh, sw, ph, pw, y, idx)
     return y, idx
 
 
 def max_pool2d_backward(grad, idx, x_shape):
     dx = np.empty(x_shape, grad.dtype)
-    maxpool2d_backward(np.ascontiguousarray(grad), idx, dx)
+    parallel_for(maxpool2d_backward, x_shape[0] * x_shape[1], dx.size,
+                 np.ascontiguousarray(grad), idx, dx)
     return dx
 
 
@@ -455,7 +722,7 @@ def batch_norm_forward(x, mean, var, weight, bias, eps, training):
     if training:
         mean = np.empty(c, np.float64)
         var = np.empty(c, np.float64)
-        bn_stats(x3, mean, var)
+        parallel_for(bn_stats, c, x3.size, x3, mean, var)
     else:
         mean = np.asarray(mean, np.float64)
         var = np.asarray(var, np.float64)
@@ -465,7 +732,7 @@ def batch_norm_forward(x, mean, var, weight, bias, eps, training):
     scale = (gamma * inv_std).astype(x.dtype)
     shift = (beta - mean * gamma * inv_std).astype(x.dtype)
     y = np.empty(x3.shape, x.dtype)
-    bn_apply(x3, scale, shift, False, y)
+    parallel_for(bn_apply, x3.shape[0] * c, x3.size, x3, scale, shift, False, y)
     return y.reshape(x.shape), mean, var, inv_std
 
 
@@ -482,7 +749,7 @@ def batch_norm_backward(g, x, mean, inv_std, weight, training):
     m = g3.shape[0] * g3.shape[2]
     s = np.empty(c, np.float64)
     t = np.empty(c, np.float64)
-    bn_backward_sums(g3, x3, mean, s, t)
+    parallel_for(bn_backward_sums, c, g3.size, g3, x3, mean, s, t)
     gamma = np.ones(c) if weight is None else weight.astype(np.float64)
     a = gamma * inv_std
     if training:
@@ -493,19 +760,31 @@ def batch_norm_backward(g, x, mean, inv_std, weight, training):
         kk = np.zeros(c)
     dx = np.empty(g3.shape, g.dtype)
     dt = g.dtype
-    bn_backward_dx(g3, x3, mean.astype(dt), a.astype(dt), b.astype(dt), kk.astype(dt), dx)
+    parallel_for(bn_backward_dx, g3.shape[0] * c, g3.size, g3, x3, mean.astype(dt), a.astype(dt),
+                 b.astype(dt), kk.astype(dt), dx)
     return dx.reshape(g.shape), (t * inv_std).astype(dt), s.astype(dt)
 
 
 def relu(x):
     """y = max(x, 0) for a contiguous x."""
     y = np.empty_like(x)
-    relu_forward(x.reshape(-1), y.reshape(-1))
+    parallel_for(relu_forward, x.size, x.size, x.reshape(-1), y.reshape(-1))
     return y
 
 
 def relu_grad(g, y):
     g = np.ascontiguousarray(g)
     dx = np.empty_like(g)
-    relu_backward(g.reshape(-1), y.reshape(-1), dx.reshape(-1))
+    parallel_for(relu_backward, g.size, g.size, g.reshape(-1), y.reshape(-1), dx.reshape(-1))
     return dx
+
+
+def sgd_update(p, g, lr, weight_decay):
+    """Plain SGD in place on the flat contiguous ``p``."""
+    parallel_for(sgd_step, p.size, p.size, p, g, lr, weight_decay)
+
+
+def sgd_momentum_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
+    """SGD with momentum in place on the flat contiguous ``p`` and ``buf``."""
+    parallel_for(sgd_momentum_step, p.size, p.size, p, g, buf, lr, momentum, dampening,
+                 weight_decay, nesterov, first)

@@ -70,19 +70,6 @@ def cpu_kernels():
     """The Numba kernel module, imported on first use (None if Numba is unavailable)."""
     mod = _state["kernels"]
     if mod is None:
-        # Numba's default thread pool is OpenMP's, whose idle threads spin after
-        # each parallel loop; on a few cores that steals the CPU from the BLAS
-        # threads of the GEMM that follows (measured: 10-60x slower when kernels
-        # and GEMMs alternate).  Numba's own "workqueue" pool sleeps when idle.
-        # (Setting OMP_WAIT_POLICY would not do: PyTorch, if imported first,
-        # has already started the one shared libgomp.)  Chosen before the first
-        # parallel kernel runs; NUMBA_THREADING_LAYER in the environment wins.
-        try:
-            import numba
-            if "NUMBA_THREADING_LAYER" not in os.environ:
-                numba.config.THREADING_LAYER = "workqueue"
-        except ImportError:
-            pass
         _keep_freed_memory()
         try:
             from .kernels import cpu_numba as mod
@@ -144,15 +131,16 @@ def use_fast(*arrays) -> bool:
 
 
 def set_num_threads(n: int) -> None:
-    """Threads used by the Numba kernels (at most the number Numba started with;
-    the BLAS keeps its own setting, e.g. ``OPENBLAS_NUM_THREADS``)."""
+    """Threads used by the CPU kernels (at most the number of cores Numba
+    found; the BLAS keeps its own setting, e.g. ``OPENBLAS_NUM_THREADS``, except
+    inside a convolution, where each of these threads runs its own products)."""
     cpu_kernels()            # sets the OpenMP wait policy before the threads start
     import numba
     numba.set_num_threads(int(n))
 
 
 def get_num_threads() -> int:
-    """Threads used by the Numba kernels."""
+    """Threads used by the CPU kernels."""
     cpu_kernels()
     import numba
     return numba.get_num_threads()

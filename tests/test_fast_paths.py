@@ -7,6 +7,7 @@ Shapes are tiny: this file is about correctness; timing lives in benchmarks/.
 """
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings, strategies as st
 
 import minigrad
 from minigrad import config
@@ -94,6 +95,59 @@ def test_im2col_col2im_kernels(dtype, kh, s, p):
     assert lhs == pytest.approx(rhs, rel=1e-5 if dtype == np.float32 else 1e-12)
 
 
+@settings(max_examples=60, deadline=None)
+@given(kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 2), sw=st.integers(1, 2),
+       ph=st.integers(0, 2), pw=st.integers(0, 2), h=st.integers(1, 7), w=st.integers(1, 7),
+       data=st.data())
+def test_im2col_any_geometry_and_row_range(kh, kw, sh, sw, ph, pw, h, w, data):
+    """Every kernel size, stride and padding (including the stride-1 'same'
+    shapes that take the block-copy path), and any slice of rows r0:r1."""
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    assume(ho > 0 and wo > 0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, h, w)).astype(np.float32)
+    rows = 2 * kh * kw
+    r0 = data.draw(st.integers(0, rows - 1))
+    r1 = data.draw(st.integers(r0 + 1, rows))
+    cols = np.full((rows, 2 * ho * wo), np.nan, np.float32)
+    K.im2col(x, kh, kw, sh, sw, ph, pw, 1, 3, cols, r0, r1)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    want = np.full(cols.shape, np.nan, np.float32)
+    for r in range(r0, r1):
+        c, i, j = r // (kh * kw), (r // kw) % kh, r % kw
+        for b in range(2):
+            patch = xp[1 + b, c, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw]
+            want[r, b * ho * wo:(b + 1) * ho * wo] = patch.ravel()
+    np.testing.assert_array_equal(cols, want)
+
+
+@pytest.mark.parametrize("n,chunk_bytes", [(7, 1), (7, 1 << 30), (2, 1 << 30)],
+                         ids=["chunks-per-thread", "one-chunk-per-thread", "split-steps"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_driver_both_schedules(n, chunk_bytes, stride, monkeypatch):
+    """Batches of at least as many images as threads (each thread runs whole
+    chunks, BLAS on one thread) and smaller ones (each step split over the
+    threads) give the reference answer; three threads, whatever the machine."""
+    rng = np.random.default_rng(4)
+    monkeypatch.setattr(K, "_threads", lambda: 3)
+    x = rng.standard_normal((n, 5, 9, 8))
+    w = rng.standard_normal((7, 5, 3, 3))
+    b = rng.standard_normal(7)
+    monkeypatch.setattr(K, "CHUNK_BYTES", chunk_bytes)
+    y = K.conv2d_forward(x, w, b, (stride, stride), (1, 1))
+    g = rng.standard_normal(y.shape)
+    dx, dw, db = K.conv2d_backward(x, w, g, (stride, stride), (1, 1))
+    np.testing.assert_allclose(y, naive_conv(x, w, b, stride, 1), rtol=1e-10, atol=1e-10)
+    with minigrad.reference_mode():
+        xt = minigrad.Tensor(x, requires_grad=True)
+        wt = minigrad.Tensor(w, requires_grad=True)
+        bt = minigrad.Tensor(b, requires_grad=True)
+        (F.conv2d(xt, wt, bt, stride=stride, padding=1) * minigrad.Tensor(g)).sum().backward()
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(db, bt.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv_driver_small_chunks(dtype, monkeypatch):
     """Several chunks of images (the scratch buffers reused) give the one-chunk answer."""
@@ -121,7 +175,7 @@ def test_conv_driver_small_chunks(dtype, monkeypatch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
-def test_maxpool_kernels(dtype, k, s, p):
+def test_maxpool_kernels(dtype, k, s, p, split_work):
     rng = np.random.default_rng(3)
     x = distinct(rng, (2, 3, 7, 8), dtype)
     y, idx = K.max_pool2d_forward(x, (k, k), (s, s), (p, p))
@@ -138,12 +192,19 @@ def test_maxpool_kernels(dtype, k, s, p):
     np.testing.assert_allclose(dx, want, **TOL[dtype])
 
 
+@pytest.fixture
+def split_work(monkeypatch):
+    """Every parallel_for split over three threads, however small the work."""
+    monkeypatch.setattr(K, "SERIAL_BELOW", 0)
+    monkeypatch.setattr(K, "_threads", lambda: 3)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_batch_norm_kernels(dtype):
+def test_batch_norm_kernels(dtype, split_work):
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((4, 3, 5)) * 3 + 1).astype(dtype)
     mean, var = np.empty(3), np.empty(3)
-    K.bn_stats(x, mean, var)
+    K.parallel_for(K.bn_stats, 3, x.size, x, mean, var)
     x64 = x.astype(np.float64)
     for c in range(3):
         vals = x64[:, c].ravel()
@@ -153,26 +214,26 @@ def test_batch_norm_kernels(dtype):
     shift = np.array([0.1, 0.0, -0.3], dtype)
     for relu in (False, True):
         y = np.empty_like(x)
-        K.bn_apply(x, scale, shift, relu, y)
+        K.parallel_for(K.bn_apply, 12, x.size, x, scale, shift, relu, y)
         want = x64 * scale.reshape(1, 3, 1) + shift.reshape(1, 3, 1)
         np.testing.assert_allclose(y, np.maximum(want, 0) if relu else want, **TOL[dtype])
     g = rng.standard_normal(x.shape).astype(dtype)
     s, t = np.empty(3), np.empty(3)
-    K.bn_backward_sums(g, x, mean, s, t)
+    K.parallel_for(K.bn_backward_sums, 3, x.size, g, x, mean, s, t)
     np.testing.assert_allclose(s, g.astype(np.float64).sum(axis=(0, 2)), rtol=1e-5)
     np.testing.assert_allclose(t, (g * (x64 - mean.reshape(1, 3, 1))).sum(axis=(0, 2)), rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_relu_and_sgd_kernels(dtype):
+def test_relu_and_sgd_kernels(dtype, split_work):
     rng = np.random.default_rng(5)
     x = distinct(rng, (50,), dtype)
     y = np.empty_like(x)
-    K.relu_forward(x, y)
+    K.parallel_for(K.relu_forward, 50, 50, x, y)
     np.testing.assert_array_equal(y, np.where(x > 0, x, 0))
     g = rng.standard_normal(50).astype(dtype)
     dx = np.empty_like(g)
-    K.relu_backward(g, y, dx)
+    K.parallel_for(K.relu_backward, 50, 50, g, y, dx)
     np.testing.assert_array_equal(dx, np.where(x > 0, g, 0))
     # SGD, momentum 0.9, dampening 0.1, wd 0.01, two steps, with and without Nesterov
     for nesterov in (False, True):
@@ -183,8 +244,8 @@ def test_relu_and_sgd_kernels(dtype):
         buf_ref = None
         for step in range(2):
             gr = rng.standard_normal(50).astype(dtype)
-            K.sgd_momentum_step(p, gr, buf, dtype(0.1), dtype(0.9), dtype(damp), dtype(0.01),
-                                nesterov, step == 0)
+            K.sgd_momentum_update(p, gr, buf, dtype(0.1), dtype(0.9), dtype(damp), dtype(0.01),
+                                  nesterov, step == 0)
             d = gr + 0.01 * p_ref
             buf_ref = d.copy() if buf_ref is None else 0.9 * buf_ref + (1 - damp) * d
             p_ref = p_ref - 0.1 * (d + 0.9 * buf_ref if nesterov else buf_ref)

@@ -91,13 +91,13 @@ class SGD(Optimizer):
         kern = config.cpu_kernels()
         t = data.dtype.type
         if momentum == 0:
-            kern.sgd_step(data.reshape(-1), g.reshape(-1), t(lr), t(wd))
+            kern.sgd_update(data.reshape(-1), g.reshape(-1), t(lr), t(wd))
             return True
         state = self.state.setdefault(p, {})
         buf = state.get("momentum_buffer")
         first = buf is None
         if first:
             buf = state["momentum_buffer"] = np.empty_like(data)
-        kern.sgd_momentum_step(data.reshape(-1), g.reshape(-1), buf.reshape(-1), t(lr),
-                               t(momentum), t(dampening), t(wd), bool(nesterov), first)
+        kern.sgd_momentum_update(data.reshape(-1), g.reshape(-1), buf.reshape(-1), t(lr),
+                                 t(momentum), t(dampening), t(wd), bool(nesterov), first)
         return True
