@@ -615,7 +615,8 @@ def conv2d_forward(x, weight, bias, stride, padding):
 def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, need_b=True):
     """(dx, dweight, dbias) of conv2d, chunk by chunk: the columns are
     recomputed from x (cheaper than keeping them), dW and db accumulate over
-    the chunks, dx = col2im(Wᵀ @ dY) is written chunk by chunk."""
+    the chunks, dx is written chunk by chunk (col2im(Wᵀ @ dY), or for stride 1
+    the "full" convolution of dY with the flipped kernel)."""
     n, c, h, w = x.shape
     k, _, kh, kw = weight.shape
     (sh, sw), (ph, pw) = stride, padding
@@ -634,9 +635,20 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
     # dWᵀ = cols @ dYᵀ: the same product as dY @ colsᵀ, but OpenBLAS runs this
     # orientation (long inner axis, tall result) 5-100x faster
     if threads > 1 and n >= threads:                    # many images: chunks per thread
-        mine, cap = _thread_chunks(n, rows * plane * x.itemsize, threads)
+        # with via_conv, dx is computed in the same pass, chunk by chunk, while
+        # the chunk of dY is still in the cache: im2col of dY (padded by
+        # k − 1 − p), the flipped kernel's GEMM, the layout change to NCHW
+        rows_g, plane_x = k * kh * kw, h * w
+        per_image = max(rows * plane, rows_g * plane_x if via_conv else 0) * x.itemsize
+        mine, cap = _thread_chunks(n, per_image, threads)
         dwt = np.zeros((threads, rows, k), x.dtype) if need_w else None
         db = np.zeros((threads, k), np.float64)
+        if via_conv:
+            dx = np.empty(x.shape, x.dtype)
+            dx3 = dx.reshape(n, c, plane_x)
+            grad_c = np.ascontiguousarray(grad)
+            wf = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
+            no_bias = np.zeros(1, x.dtype)
 
         def work(t):
             db_part = np.empty(k, np.float64)
@@ -655,10 +667,18 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
                     dcols = _scratch2d(("dcols", t), rows, m, cap * plane, x.dtype)
                     np.matmul(wm.T, g2, out=dcols)
                     col2im(dcols, kh, kw, sh, sw, ph, pw, n0, n1, dx, 0, -1)
+                if via_conv:
+                    mx = (n1 - n0) * plane_x
+                    cols_g = _scratch2d(("cols_g", t), rows_g, mx, cap * plane_x, x.dtype)
+                    im2col(grad_c, kh, kw, 1, 1, kh - 1 - ph, kw - 1 - pw, n0, n1, cols_g, 0, -1)
+                    y2 = _scratch2d(("y2", t), c, mx, cap * plane_x, x.dtype)
+                    np.matmul(wf, cols_g, out=y2)
+                    cnp_to_nchw(y2, no_bias, False, dx3[n0:n1], 0, -1)
         with _single_threaded_blas():
             _run(work, threads)
         dwt = dwt.sum(axis=0) if need_w else None
         db = db.sum(axis=0)
+        via_conv = False                                # dx is done
     else:                                               # few large images: split each step
         dwt = np.zeros((rows, k), x.dtype) if need_w else None
         db = np.zeros(k, np.float64)

@@ -43,9 +43,17 @@ class Permute(Function):
         return g.transpose(inverse)
 
 
+def _is_basic_index(index):
+    """True for basic indexing (ints, slices, None, ...): it never repeats an
+    element, so the backward can assign instead of accumulating."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in items)
+
+
 class GetItem(Function):
-    """y = x[index] (basic or advanced indexing);  dx = zeros with dy scattered
-    back (``add.at``, so repeated indices add up)."""
+    """y = x[index] (basic or advanced indexing);  dx = zeros with dy put back
+    where it came from (basic indexing: a plain assignment; advanced indexing:
+    ``add.at``, so repeated indices add up)."""
     def __init__(self, index):
         self.index = index
 
@@ -56,7 +64,9 @@ class GetItem(Function):
     def backward(self, g):
         xp = backend.get_array_module(g)
         gx = xp.zeros(self.shape, dtype=g.dtype)
-        if xp is backend.np:
+        if _is_basic_index(self.index):
+            gx[self.index] = g
+        elif xp is backend.np:
             xp.add.at(gx, self.index, g)
         else:                      # CuPy spells add.at as cupyx.scatter_add
             import cupyx
