@@ -23,6 +23,7 @@ setup(
         "numba>=0.58",
         "matplotlib>=3.5",
         "tqdm>=4.60",
+        "threadpoolctl>=3.1",     # keeps the BLAS on one thread inside minigrad's conv threads
     ],
     extras_require={
         "cuda": ["cupy-cuda12x>=13", "numba-cuda"],
