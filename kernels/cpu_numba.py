@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -442,9 +443,11 @@ CHUNK_BYTES = 4 << 20
 
 
 def scratch(name, shape, dtype):
-    """A reusable scratch array (one per name, shape and dtype), kept for the
-    life of the process: big temporaries are allocated and page-faulted once."""
-    key = (name, shape, np.dtype(dtype))
+    """A reusable scratch array (one per thread, name, shape and dtype), kept
+    for the life of the process: big temporaries are allocated and
+    page-faulted once.  Per thread, so two user threads running convolutions
+    at the same time never share a buffer."""
+    key = (threading.get_ident(), name, shape, np.dtype(dtype))
     a = _BUFFERS.get(key)
     if a is None:
         a = _BUFFERS[key] = np.empty(shape, dtype)
@@ -496,6 +499,7 @@ def _thread_chunks(n, bytes_per_image, threads):
 # * few large images (a 224x224 VGG on one image): each step is split over the
 #   threads, and the BLAS uses all of them for the product.
 _POOL = {"pool": None, "size": 0, "blas": None}
+_POOL_LOCK = threading.Lock()
 
 
 def _forget_pool():
@@ -519,12 +523,12 @@ def _run(fn, n):
     if n <= 1:
         fn(0)
         return
-    if _POOL["size"] != n - 1:
-        if _POOL["pool"] is not None:
-            _POOL["pool"].shutdown(wait=False)
-        _POOL["pool"] = ThreadPoolExecutor(n - 1, thread_name_prefix="minigrad-conv")
-        _POOL["size"] = n - 1
-    futures = [_POOL["pool"].submit(fn, t) for t in range(1, n)]
+    with _POOL_LOCK:
+        if _POOL["size"] < n - 1:        # grow only: another thread may be using it
+            _POOL["pool"] = ThreadPoolExecutor(n - 1, thread_name_prefix="minigrad")
+            _POOL["size"] = n - 1
+        pool = _POOL["pool"]
+    futures = [pool.submit(fn, t) for t in range(1, n)]
     try:
         fn(0)
     finally:

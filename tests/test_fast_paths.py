@@ -377,3 +377,29 @@ def test_gradcheck_with_fast_path_on():
 
     with config.fast_mode():
         minigrad.gradcheck(f, (x, w, b, gamma, beta))
+
+
+def test_conv_from_two_user_threads_at_once():
+    """Two threads running convolutions at the same time (each with its own
+    scratch buffers) get the answers they get one at a time."""
+    import threading
+    rng = np.random.default_rng(9)
+    cases = [(rng.standard_normal((8, 6, 12, 12)).astype(np.float32),
+              rng.standard_normal((10, 6, 3, 3)).astype(np.float32)) for _ in range(2)]
+    want = [K.conv2d_forward(x, w, None, (1, 1), (1, 1)) for x, w in cases]
+    got = [[], []]
+
+    def run(i):
+        x, w = cases[i]
+        for _ in range(20):
+            got[i].append(K.conv2d_forward(x, w, None, (1, 1), (1, 1)))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        assert len(got[i]) == 20
+        for y in got[i]:
+            np.testing.assert_array_equal(y, want[i])

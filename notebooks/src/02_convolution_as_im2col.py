@@ -295,7 +295,7 @@ plt.show()
 # * **im2col + GEMM**: the code of section 3, 9 strided copies and one matrix product through BLAS;
 # * **F.conv2d, reference**: minigrad's op on its reference path (`minigrad/ops/conv.py`: the same
 #   im2col + GEMM, plus the bookkeeping of the autograd graph);
-# * **F.conv2d, fast**: minigrad's default CPU fast path (parallel Numba kernels from
+# * **F.conv2d, fast**: minigrad's default CPU fast path (Numba kernels on its own thread pool, from
 #   `kernels/cpu_numba.py`, switched with `minigrad.config.set_fast` / `reference_mode()`).
 
 # %%
@@ -351,7 +351,7 @@ display(Markdown("\n".join(lines)))
 # The loops spend their time in the Python interpreter, one small dot product at a time;
 # im2col hands the same arithmetic to an optimised matrix-multiply library in one call, which
 # is hundreds of times faster at realistic sizes. The fast path keeps that matrix product and rewrites what is
-# around it: im2col and the layout change after the GEMM run as parallel Numba loops, the bias add
+# around it: each thread takes chunks of the batch through im2col, GEMM and layout change, the bias add
 # is fused into that layout change, and scratch buffers are reused. Whether that pays off depends
 # on the machine, the number of cores and the layer, and for the forward pass alone the two
 # paths are close; compare the last two columns on your machine. (The committed outputs were
