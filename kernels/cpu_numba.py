@@ -30,6 +30,7 @@ sees and cached on disk (``cache=True``), so importing this module is cheap.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -472,14 +473,19 @@ def _chunks(n, bytes_per_image):
     return [(n0, min(n, n0 + nb)) for n0 in range(0, n, nb)]
 
 
-def _thread_chunks(n, bytes_per_image, threads):
-    """The batch split evenly over the threads (thread t takes images
-    n·t/T to n·(t+1)/T), each share cut into chunks of about CHUNK_BYTES;
-    returns (chunks of each thread, the largest chunk's image count)."""
-    nb = max(1, CHUNK_BYTES // max(1, bytes_per_image))
-    shares = [(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
-    per_thread = [[(n0, min(b, n0 + nb)) for n0 in range(a, b, nb)] for a, b in shares]
-    return per_thread, min(nb, max(b - a for a, b in shares))
+def _shared_chunks(n, bytes_per_image, threads):
+    """Chunks of about CHUNK_BYTES of columns, at least four per thread, for
+    the threads to take one at a time (``next_chunk``): a thread that falls
+    behind simply takes fewer, so the threads finish together.
+    Returns (chunks, next_chunk, the largest chunk's image count)."""
+    nb = max(1, min(CHUNK_BYTES // max(1, bytes_per_image), -(-n // (4 * threads))))
+    chunks = [(n0, min(n, n0 + nb)) for n0 in range(0, n, nb)]
+    counter = itertools.count()
+
+    def next_chunk():
+        i = next(counter)          # atomic under the GIL
+        return chunks[i] if i < len(chunks) else None
+    return chunks, next_chunk, nb
 
 
 # ---------------------------------------------------------------------------
@@ -493,9 +499,10 @@ def _thread_chunks(n, bytes_per_image, threads):
 # So the drivers use one small pool of Python threads running the GIL-free
 # kernels above:
 #
-# * many images: each thread takes whole chunks of images and runs
-#   im2col -> GEMM -> layout on them with a single-threaded BLAS, so a chunk's
-#   columns go from one core's cache straight into its GEMM;
+# * many images: each thread takes whole chunks of images, one at a time from
+#   a shared list, and runs im2col -> GEMM -> layout on them with a
+#   single-threaded BLAS, so a chunk's columns go from one core's cache
+#   straight into its GEMM;
 # * few large images (a 224x224 VGG on one image): each step is split over the
 #   threads, and the BLAS uses all of them for the product.
 _POOL = {"pool": None, "size": 0, "blas": None}
@@ -537,10 +544,17 @@ def _run(fn, n):
 
 
 def _split(fn, items, n):
-    """fn(lo, hi) over n contiguous slices of range(items), in parallel."""
+    """fn(lo, hi) over range(items) cut into about 4n slices that n threads
+    take one at a time (a thread that falls behind takes fewer)."""
     n = max(1, min(n, items))
-    bounds = [items * t // n for t in range(n + 1)]
-    _run(lambda t: fn(bounds[t], bounds[t + 1]), n)
+    pieces = min(items, 4 * n)
+    bounds = [items * i // pieces for i in range(pieces + 1)]
+    counter = itertools.count()
+
+    def work(_):
+        while (i := next(counter)) < pieces:
+            fn(bounds[i], bounds[i + 1])
+    _run(work, n)
 
 
 # Work smaller than this (in array elements) runs on the calling thread: waking
@@ -591,10 +605,11 @@ def conv2d_forward(x, weight, bias, stride, padding):
     threads = _threads()
 
     if threads > 1 and n >= threads:                    # many images: chunks per thread
-        mine, cap = _thread_chunks(n, rows * plane * x.itemsize, threads)
+        _, next_chunk, cap = _shared_chunks(n, rows * plane * x.itemsize, threads)
 
         def work(t):
-            for n0, n1 in mine[t]:
+            while (chunk := next_chunk()) is not None:
+                n0, n1 = chunk
                 m = (n1 - n0) * plane
                 cols = _scratch2d(("cols", t), rows, m, cap * plane, x.dtype)
                 y2 = _scratch2d(("y2", t), k, m, cap * plane, x.dtype)
@@ -644,7 +659,7 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
         # k − 1 − p), the flipped kernel's GEMM, the layout change to NCHW
         rows_g, plane_x = k * kh * kw, h * w
         per_image = max(rows * plane, rows_g * plane_x if via_conv else 0) * x.itemsize
-        mine, cap = _thread_chunks(n, per_image, threads)
+        _, next_chunk, cap = _shared_chunks(n, per_image, threads)
         dwt = np.zeros((threads, rows, k), x.dtype) if need_w else None
         db = np.zeros((threads, k), np.float64)
         if via_conv:
@@ -656,7 +671,8 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
 
         def work(t):
             db_part = np.empty(k, np.float64)
-            for n0, n1 in mine[t]:
+            while (chunk := next_chunk()) is not None:
+                n0, n1 = chunk
                 m = (n1 - n0) * plane
                 g2 = _scratch2d(("g2", t), k, m, cap * plane, x.dtype)
                 nchw_to_cnp(g3[n0:n1], g2, db_part, 0, -1)
