@@ -76,6 +76,20 @@ def timeit(fn, runs, warmup=2):
     return float(np.median(times)), float(np.min(times))
 
 
+def timeit_both(fa, fb, runs):
+    """Time minigrad's fa, and PyTorch's fb where there is one (fb None: no
+    PyTorch), calls alternating.  Returns (minigrad times, PyTorch times or None)."""
+    if fb is None:
+        return timeit(fa, runs), None
+    return timeit_pair(fa, fb, runs)
+
+
+# Untimed pause before each call of an alternating pair: an OpenMP pool
+# (PyTorch's) keeps its threads spinning for a moment after its work, which
+# would otherwise take the cores from the call that follows.
+PAUSE_S = 0.05
+
+
 def timeit_pair(fa, fb, runs, warmup=2):
     """Like :func:`timeit` for two functions, their calls alternating, so a
     change in the machine's load during the run hits both alike."""
@@ -85,6 +99,7 @@ def timeit_pair(fa, fb, runs, warmup=2):
     ta, tb = [], []
     for _ in range(runs):
         for f, ts in ((fa, ta), (fb, tb)):
+            time.sleep(PAUSE_S)
             t0 = time.perf_counter()
             f()
             ts.append((time.perf_counter() - t0) * 1e3)
@@ -128,7 +143,7 @@ def conv_items(runs, rng):
             xt.grad = wt.grad = None
             F.conv2d(xt, wt, padding=1).backward(g)
 
-        pf = pfb = None
+        pt_fwd = pt_fb = None
         if torch is not None:
             xq = torch.from_numpy(x).requires_grad_()
             wq = torch.from_numpy(w).requires_grad_()
@@ -141,10 +156,9 @@ def conv_items(runs, rng):
             def pt_fb():
                 xq.grad = wq.grad = None
                 torch.nn.functional.conv2d(xq, wq, padding=1).backward(gq)
-            pf, pfb = timeit(pt_fwd, runs), timeit(pt_fb, runs)
         tag = f"N{n} C{c} {h}x{h}"
-        rows.append(Row(f"conv 3x3 fwd, {tag}", timeit(mg_fwd, runs), pf, flops))
-        rows.append(Row(f"conv 3x3 fwd+bwd, {tag}", timeit(mg_fb, runs), pfb, 3 * flops))
+        rows.append(Row(f"conv 3x3 fwd, {tag}", *timeit_both(mg_fwd, pt_fwd, runs), flops))
+        rows.append(Row(f"conv 3x3 fwd+bwd, {tag}", *timeit_both(mg_fb, pt_fb, runs), 3 * flops))
         print(rows[-2].cells(torch is not None), rows[-1].cells(torch is not None), flush=True)
     return rows
 
@@ -159,15 +173,14 @@ def pool_bn_items(runs, rng):
     def mg_pool():
         xt.grad = None
         F.max_pool2d(xt, 2, 2).backward(g)
-    pt = None
+    pt_pool = None
     if torch is not None:
         xq, gq = torch.from_numpy(x).requires_grad_(), torch.from_numpy(g)
 
         def pt_pool():
             xq.grad = None
             torch.nn.functional.max_pool2d(xq, 2, 2).backward(gq)
-        pt = timeit(pt_pool, runs)
-    rows.append(Row("max-pool 2x2 fwd+bwd, N128 C64 32x32", timeit(mg_pool, runs), pt))
+    rows.append(Row("max-pool 2x2 fwd+bwd, N128 C64 32x32", *timeit_both(mg_pool, pt_pool, runs)))
 
     x = rng.standard_normal((128, 16, 32, 32)).astype(np.float32)
     g = rng.standard_normal(x.shape).astype(np.float32)
@@ -179,7 +192,7 @@ def pool_bn_items(runs, rng):
     def mg_bn():
         xt.grad = gt.grad = bt.grad = None
         F.batch_norm(xt, rm, rv, gt, bt, training=True).backward(g)
-    pt = None
+    pt_bn = None
     if torch is not None:
         xq, gq = torch.from_numpy(x).requires_grad_(), torch.from_numpy(g)
         wq, bq = torch.ones(16, requires_grad=True), torch.zeros(16, requires_grad=True)
@@ -188,8 +201,7 @@ def pool_bn_items(runs, rng):
         def pt_bn():
             xq.grad = wq.grad = bq.grad = None
             torch.nn.functional.batch_norm(xq, rmq, rvq, wq, bq, training=True).backward(gq)
-        pt = timeit(pt_bn, runs)
-    rows.append(Row("batch norm fwd+bwd (train), N128 C16 32x32", timeit(mg_bn, runs), pt))
+    rows.append(Row("batch norm fwd+bwd (train), N128 C16 32x32", *timeit_both(mg_bn, pt_bn, runs)))
     for r in rows:
         print(r.cells(torch is not None), flush=True)
     return rows
@@ -251,10 +263,7 @@ def model_items(runs, rng, names):
     for name in names:
         model, step = minigrad_step(name, rng)
         flops = 3 * model_flops(model)     # forward + the two backward products
-        if torch is not None:
-            mg, pt = timeit_pair(step, torch_step(name, rng), runs)
-        else:
-            mg, pt = timeit(step, runs), None
+        mg, pt = timeit_both(step, torch_step(name, rng) if torch is not None else None, runs)
         rows.append(Row(f"{name} training step, batch {BATCH}", mg, pt, flops, BATCH))
         print(rows[-1].cells(torch is not None), flush=True)
         del model, step
@@ -349,7 +358,8 @@ that both give the same numbers.
 
 The table below is produced by `python -m benchmarks` (medians of {runs} runs after
 warm-up, minigrad and PyTorch timed in the same process with the same number
-of threads, float32, NCHW).  The last column is minigrad's median time divided
+of threads, their calls alternating with an untimed 50 ms pause before each, so
+neither starts while the other's threads are still busy; float32, NCHW).  The last column is minigrad's median time divided
 by PyTorch's: 1.00x is parity, 2.00x is half PyTorch's speed.  GFLOP/s counts
 the multiply-adds of the convolutions and linear layers (x2), three products
 per layer for a training step.  On a shared machine, check the load average

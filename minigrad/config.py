@@ -73,7 +73,12 @@ def cpu_kernels():
         _keep_freed_memory()
         try:
             from .kernels import cpu_numba as mod
-        except ImportError:      # Numba missing or broken: the reference path still works
+        except ImportError as exc:   # Numba missing or broken: the reference path still works
+            import warnings
+            warnings.warn(f"minigrad's fast CPU kernels could not be imported ({exc}); "
+                          "running the reference NumPy code, which is several times slower. "
+                          "Reinstall minigrad (pip install -e .) or set MINIGRAD_FAST=0 to "
+                          "silence this.", RuntimeWarning, stacklevel=3)
             mod = False
         _state["kernels"] = mod
     return mod or None

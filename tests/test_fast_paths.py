@@ -403,3 +403,37 @@ def test_conv_from_two_user_threads_at_once():
         assert len(got[i]) == 20
         for y in got[i]:
             np.testing.assert_array_equal(y, want[i])
+
+
+def test_kernels_import_from_an_uninstalled_source_checkout(tmp_path):
+    """Without the install's mapping (no site.py, so no editable finder), a
+    checkout on PYTHONPATH still finds minigrad.kernels and takes the fast path."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(minigrad.__file__).resolve().parent.parent
+    site_dirs = {str(Path(m.__file__).resolve().parent.parent) for m in (np, pytest)}
+    import numba
+    site_dirs.add(str(Path(numba.__file__).resolve().parent.parent))
+    code = ("import minigrad, minigrad.kernels as k; from minigrad import config; "
+            "print(k.__file__); print(config.cpu_kernels() is not None)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), *sorted(site_dirs)]))
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    where, fast = out.stdout.split()
+    assert Path(where).resolve() == repo / "kernels" / "__init__.py"
+    assert fast == "True"
+
+
+def test_missing_kernels_warn_instead_of_silently_slowing_down(monkeypatch):
+    import sys
+    import minigrad.kernels
+    monkeypatch.setitem(sys.modules, "minigrad.kernels.cpu_numba", None)   # import fails
+    monkeypatch.delattr(minigrad.kernels, "cpu_numba", raising=False)
+    monkeypatch.setitem(config._state, "kernels", None)
+    with pytest.warns(RuntimeWarning, match="fast CPU kernels could not be imported"):
+        assert config.cpu_kernels() is None
+    x = np.ones((2, 3), np.float32)
+    assert not config.use_fast(x)                       # the reference path runs
