@@ -76,18 +76,18 @@ def timeit(fn, runs, warmup=2):
     return float(np.median(times)), float(np.min(times))
 
 
+# Untimed pause before each call of an alternating pair: an OpenMP pool
+# (PyTorch's) keeps its threads spinning for a moment after its work, which
+# would otherwise take the cores from the call that follows.
+PAUSE_S = 0.05
+
+
 def timeit_both(fa, fb, runs):
     """Time minigrad's fa, and PyTorch's fb where there is one (fb None: no
     PyTorch), calls alternating.  Returns (minigrad times, PyTorch times or None)."""
     if fb is None:
         return timeit(fa, runs), None
     return timeit_pair(fa, fb, runs)
-
-
-# Untimed pause before each call of an alternating pair: an OpenMP pool
-# (PyTorch's) keeps its threads spinning for a moment after its work, which
-# would otherwise take the cores from the call that follows.
-PAUSE_S = 0.05
 
 
 def timeit_pair(fa, fb, runs, warmup=2):
@@ -359,8 +359,9 @@ that both give the same numbers.
 The table below is produced by `python -m benchmarks` (medians of {runs} runs after
 warm-up, minigrad and PyTorch timed in the same process with the same number
 of threads, their calls alternating with an untimed 50 ms pause before each, so
-neither starts while the other's threads are still busy; float32, NCHW).  The last column is minigrad's median time divided
-by PyTorch's: 1.00x is parity, 2.00x is half PyTorch's speed.  GFLOP/s counts
+neither starts while the other's threads are still busy; float32, NCHW).  The
+last column is minigrad's median time divided by PyTorch's: 1.00x is parity,
+2.00x is half PyTorch's speed.  GFLOP/s counts
 the multiply-adds of the convolutions and linear layers (x2), three products
 per layer for a training step.  On a shared machine, check the load average
 under "Machine" and rerun: a busy machine slows both sides, but not equally.

@@ -467,9 +467,10 @@ def clear_scratch():
     _BUFFERS.clear()
 
 
-def _chunks(n, bytes_per_image):
-    """Split n images into chunks whose im2col columns take about CHUNK_BYTES."""
-    nb = max(1, min(n, CHUNK_BYTES // max(1, bytes_per_image)))
+def _chunks(n, bytes_per_image, at_most=None):
+    """Split n images into chunks whose im2col columns take about CHUNK_BYTES
+    (and of at most ``at_most`` images each when given)."""
+    nb = max(1, min(n, at_most or n, CHUNK_BYTES // max(1, bytes_per_image)))
     return [(n0, min(n, n0 + nb)) for n0 in range(0, n, nb)]
 
 
@@ -477,15 +478,14 @@ def _shared_chunks(n, bytes_per_image, threads):
     """Chunks of about CHUNK_BYTES of columns, at least four per thread, for
     the threads to take one at a time (``next_chunk``): a thread that falls
     behind simply takes fewer, so the threads finish together.
-    Returns (chunks, next_chunk, the largest chunk's image count)."""
-    nb = max(1, min(CHUNK_BYTES // max(1, bytes_per_image), -(-n // (4 * threads))))
-    chunks = [(n0, min(n, n0 + nb)) for n0 in range(0, n, nb)]
+    Returns (next_chunk, the largest chunk's image count)."""
+    chunks = _chunks(n, bytes_per_image, at_most=-(-n // (4 * threads)))
     counter = itertools.count()
 
     def next_chunk():
         i = next(counter)          # atomic under the GIL
         return chunks[i] if i < len(chunks) else None
-    return chunks, next_chunk, nb
+    return next_chunk, chunks[0][1] - chunks[0][0]
 
 
 # ---------------------------------------------------------------------------
@@ -605,7 +605,7 @@ def conv2d_forward(x, weight, bias, stride, padding):
     threads = _threads()
 
     if threads > 1 and n >= threads:                    # many images: chunks per thread
-        _, next_chunk, cap = _shared_chunks(n, rows * plane * x.itemsize, threads)
+        next_chunk, cap = _shared_chunks(n, rows * plane * x.itemsize, threads)
 
         def work(t):
             while (chunk := next_chunk()) is not None:
@@ -649,6 +649,9 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
     via_conv = need_x and sh == 1 and sw == 1 and ph < kh and pw < kw
     col2im_dx = need_x and not via_conv
     dx = np.empty(x.shape, x.dtype) if col2im_dx else None
+    if via_conv:
+        w_flip = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        pad_g = (kh - 1 - ph, kw - 1 - pw)
     rows, plane = c * kh * kw, ho * wo
     threads = _threads()
     # dWᵀ = cols @ dYᵀ: the same product as dY @ colsᵀ, but OpenBLAS runs this
@@ -659,14 +662,14 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
         # k − 1 − p), the flipped kernel's GEMM, the layout change to NCHW
         rows_g, plane_x = k * kh * kw, h * w
         per_image = max(rows * plane, rows_g * plane_x if via_conv else 0) * x.itemsize
-        _, next_chunk, cap = _shared_chunks(n, per_image, threads)
+        next_chunk, cap = _shared_chunks(n, per_image, threads)
         dwt = np.zeros((threads, rows, k), x.dtype) if need_w else None
         db = np.zeros((threads, k), np.float64)
         if via_conv:
             dx = np.empty(x.shape, x.dtype)
             dx3 = dx.reshape(n, c, plane_x)
             grad_c = np.ascontiguousarray(grad)
-            wf = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
+            wf = w_flip.reshape(c, -1)
             no_bias = np.zeros(1, x.dtype)
 
         def work(t):
@@ -690,7 +693,7 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
                 if via_conv:
                     mx = (n1 - n0) * plane_x
                     cols_g = _scratch2d(("cols_g", t), rows_g, mx, cap * plane_x, x.dtype)
-                    im2col(grad_c, kh, kw, 1, 1, kh - 1 - ph, kw - 1 - pw, n0, n1, cols_g, 0, -1)
+                    im2col(grad_c, kh, kw, 1, 1, *pad_g, n0, n1, cols_g, 0, -1)
                     y2 = _scratch2d(("y2", t), c, mx, cap * plane_x, x.dtype)
                     np.matmul(wf, cols_g, out=y2)
                     cnp_to_nchw(y2, no_bias, False, dx3[n0:n1], 0, -1)
@@ -698,7 +701,6 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
             _run(work, threads)
         dwt = dwt.sum(axis=0) if need_w else None
         db = db.sum(axis=0)
-        via_conv = False                                # dx is done
     else:                                               # few large images: split each step
         dwt = np.zeros((rows, k), x.dtype) if need_w else None
         db = np.zeros(k, np.float64)
@@ -720,9 +722,8 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
                 np.matmul(wm.T, g2, out=dcols)
                 _split(lambda c0, c1: col2im(dcols, kh, kw, sh, sw, ph, pw, n0, n1, dx, c0, c1),
                        c, threads)
-    if via_conv:
-        w_flip = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        dx = conv2d_forward(grad, w_flip, None, (1, 1), (kh - 1 - ph, kw - 1 - pw))
+        if via_conv:
+            dx = conv2d_forward(grad, w_flip, None, (1, 1), pad_g)
     return (dx,
             np.ascontiguousarray(dwt.T).reshape(weight.shape) if need_w else None,
             db.astype(x.dtype) if need_b else None)

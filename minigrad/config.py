@@ -139,14 +139,12 @@ def set_num_threads(n: int) -> None:
     """Threads used by the CPU kernels (at most the number of cores Numba
     found; the BLAS keeps its own setting, e.g. ``OPENBLAS_NUM_THREADS``, except
     inside a convolution, where each of these threads runs its own products)."""
-    cpu_kernels()            # sets the OpenMP wait policy before the threads start
     import numba
     numba.set_num_threads(int(n))
 
 
 def get_num_threads() -> int:
     """Threads used by the CPU kernels."""
-    cpu_kernels()
     import numba
     return numba.get_num_threads()
 
