@@ -75,22 +75,28 @@ def _im2col_row_same_width(x3, c, i, j, ph, pw, w, lo, hi, n0, n1, crow):
     length = max(0, oy_hi - oy_lo) * w
     a = max(0, -s0)                             # clip to the plane; what is clipped
     e = min(length, plane - s0)                 # lies in an edge column, zeroed below
+    top = oy_lo * w
+    bottom = max(oy_hi, oy_lo) * w
     for b in range(n1 - n0):
-        base = b * plane
-        for t in range(oy_lo * w):              # padding rows above ...
-            crow[base + t] = 0
-        for t in range(max(oy_hi, oy_lo) * w, plane):   # ... and below
-            crow[base + t] = 0
+        d = crow[b * plane:(b + 1) * plane]     # this image's part of the row
+        for t in range(top):                    # padding rows above ...
+            d[t] = 0
+        dz = d[bottom:]
+        for t in range(plane - bottom):         # ... and below
+            dz[t] = 0
         if e > a:
-            dv = crow[base + oy_lo * w + a:base + oy_lo * w + e]
+            dv = d[top + a:top + e]
             sv = x3[n0 + b, c, s0 + a:s0 + e]
             for t in range(e - a):              # the block copy (vectorised)
                 dv[t] = sv[t]
-        for oy in range(oy_lo, oy_hi):          # the wrapped edge column of each row
-            for t in range(lo):
-                crow[base + oy * w + t] = 0
-            for t in range(hi, w):
-                crow[base + oy * w + t] = 0
+        # the edge column(s) the shift wrapped around: one store per row
+        # (a loop per row over its one or two edge pixels costs more than the copy)
+        for t in range(lo):
+            for oy in range(oy_lo, oy_hi):
+                d[oy * w + t] = 0
+        for t in range(hi, w):
+            for oy in range(oy_lo, oy_hi):
+                d[oy * w + t] = 0
 
 
 @njit(nogil=True, cache=True)
