@@ -100,6 +100,33 @@ def _im2col_row_same_width(x3, c, i, j, ph, pw, w, lo, hi, n0, n1, crow):
 
 
 @njit(nogil=True, cache=True)
+def _im2col_row_strided(x, c, i, j, sh, sw, ph, pw, n0, n1, lo, hi, ho, wo, crow):
+    """One im2col row (c, i, j) when the columns are strided (sw > 1).  The
+    output rows are short (16 pixels for a stride-2 layer of a CIFAR network),
+    so the loops index flat arrays directly: making a view per output row
+    would cost more than the copy."""
+    _, c_in, h, w = x.shape
+    plane = ho * wo
+    x1 = x.ravel()
+    for b in range(n1 - n0):
+        first = ((n0 + b) * c_in + c) * h * w       # x index of the plane's pixel (0, 0)
+        for oy in range(ho):
+            o = b * plane + oy * wo
+            iy = oy * sh + i - ph
+            if iy < 0 or iy >= h:
+                for t in range(wo):
+                    crow[o + t] = 0
+                continue
+            for t in range(lo):
+                crow[o + t] = 0
+            src = first + iy * w + lo * sw + j - pw
+            for t in range(hi - lo):
+                crow[o + lo + t] = x1[src + t * sw]
+            for t in range(hi, wo):
+                crow[o + t] = 0
+
+
+@njit(nogil=True, cache=True)
 def im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols, r0=0, r1=-1):
     """cols[(c, i, j), (n − n0, oy, ox)] = x_pad[n, c, oy·sh + i, ox·sw + j] for n0 <= n < n1.
 
@@ -128,6 +155,9 @@ def im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols, r0=0, r1=-1):
         if sh == 1 and sw == 1 and wo == w and ho == h:
             _im2col_row_same_width(x3, c, i, j, ph, pw, w, lo, hi, n0, n1, crow)
             continue
+        if sw != 1:
+            _im2col_row_strided(x, c, i, j, sh, sw, ph, pw, n0, n1, lo, hi, ho, wo, crow)
+            continue
         for b in range(n1 - n0):
             n = n0 + b
             for oy in range(ho):
@@ -140,14 +170,9 @@ def im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols, r0=0, r1=-1):
                 for t in range(lo):
                     d[t] = 0
                 dv = d[lo:hi]
-                if sw == 1:                              # a contiguous copy
-                    sv = x[n, c, iy, lo + j - pw:hi + j - pw]
-                    for t in range(hi - lo):
-                        dv[t] = sv[t]
-                else:
-                    sv = x[n, c, iy, (lo * sw + j - pw):]
-                    for t in range(hi - lo):
-                        dv[t] = sv[t * sw]
+                sv = x[n, c, iy, lo + j - pw:hi + j - pw]
+                for t in range(hi - lo):                 # a contiguous copy
+                    dv[t] = sv[t]
                 dz = d[hi:]
                 for t in range(wo - hi):
                     dz[t] = 0
@@ -178,15 +203,21 @@ def col2im(cols, kh, kw, sh, sw, ph, pw, n0, n1, dx, c0=0, c1=-1):
                 for j in range(kw):
                     row = (c * kh + i) * kw + j
                     lo, hi = _valid_range(w, wo, j, sw, pw)
+                    crow = cols[row]
                     for oy in range(ho):
                         iy = oy * sh + i - ph
                         if iy < 0 or iy >= h:
                             continue
-                        o = b * plane + oy * wo
-                        sv = cols[row, o + lo:o + hi]
-                        dv = dx[n, c, iy, (lo * sw + j - pw):]
-                        for t in range(hi - lo):
-                            dv[t * sw] += sv[t]
+                        o = b * plane + oy * wo + lo
+                        q = iy * w + lo * sw + j - pw
+                        sv = crow[o:o + hi - lo]
+                        dv = dp[q:]
+                        if sw == 1:                 # contiguous: vectorised
+                            for t in range(hi - lo):
+                                dv[t] += sv[t]
+                        else:
+                            for t in range(hi - lo):
+                                dv[t * sw] += sv[t]
 
 
 @njit(nogil=True, cache=True)
