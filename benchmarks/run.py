@@ -368,6 +368,20 @@ under "Machine" and rerun: a busy machine slows both sides, but not equally.
 """
 
 
+# Everything from this line on in docs/benchmarks.md is written by hand (how
+# to read the figures, earlier runs) and is kept when the table is rewritten.
+NOTES_MARK = "<!-- notes below are kept when python -m benchmarks rewrites this file -->"
+
+
+def _kept_notes(path):
+    try:
+        old = path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    i = old.find(NOTES_MARK)
+    return "\n" + old[i:] if i >= 0 else ""
+
+
 def write_report(path, rows, rss, threads, runs, done=True):
     text = HEADER.format(runs=runs) + "\n" + table(rows) + "\n\n"
     if not done:
@@ -377,6 +391,7 @@ def write_report(path, rows, rss, threads, runs, done=True):
         text += "(separate process, 5 steps): "
         text += ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items() if v) + ".\n\n"
     text += "## Machine\n\n" + machine(threads) + "\n"
+    text += _kept_notes(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")

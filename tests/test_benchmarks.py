@@ -1,0 +1,26 @@
+"""The benchmark report writer (no timing here: the timings live in benchmarks/)."""
+from benchmarks import run
+
+
+def test_report_keeps_the_hand_written_notes(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    notes = run.NOTES_MARK + "\n\n## Reading these numbers\n\nwritten by hand\n"
+    out.write_text("# old table\n\n| stale | row |\n\n" + notes, encoding="utf-8")
+    rows = [run.Row("conv 3x3 fwd, N1 C1 1x1", (2.0, 1.5), (1.0, 0.9), flops=4e6)]
+    run.write_report(out, rows, {"minigrad": 700.0}, threads=2, runs=10)
+    text = out.read_text(encoding="utf-8")
+    assert "stale" not in text                    # the table itself is rewritten
+    assert "| conv 3x3 fwd, N1 C1 1x1 | 2.0 | 1.5 |" in text
+    assert "minigrad 700 MiB" in text
+    assert text.endswith(notes)                   # the notes are kept, once, at the end
+    assert text.count(run.NOTES_MARK) == 1
+    run.write_report(out, rows, {}, threads=2, runs=10)   # and survive a second rewrite
+    assert out.read_text(encoding="utf-8").endswith(notes)
+
+
+def test_report_without_notes_has_none(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    run.write_report(out, [], {}, threads=2, runs=10, done=False)
+    text = out.read_text(encoding="utf-8")
+    assert run.NOTES_MARK not in text
+    assert "stopped early" in text and "## Machine" in text
