@@ -124,15 +124,18 @@ def test_im2col_any_geometry_and_row_range(kh, kw, sh, sw, ph, pw, h, w, data):
 @pytest.mark.parametrize("n,chunk_bytes", [(7, 1), (7, 1 << 30), (2, 1 << 30)],
                          ids=["chunks-per-thread", "one-chunk-per-thread", "split-steps"])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_conv_driver_both_schedules(n, chunk_bytes, stride, monkeypatch):
+@pytest.mark.parametrize("cout", [7, 3])
+def test_conv_driver_both_schedules(n, chunk_bytes, stride, cout, monkeypatch):
     """Batches of at least as many images as threads (each thread runs whole
     chunks, BLAS on one thread) and smaller ones (each step split over the
-    threads) give the reference answer; three threads, whatever the machine."""
+    threads) give the reference answer; three threads, whatever the machine.
+    More and fewer output than input channels: the backward's buffers, shared
+    between the columns of x and of dY, are then sized by one or the other."""
     rng = np.random.default_rng(4)
     monkeypatch.setattr(K, "_threads", lambda: 3)
     x = rng.standard_normal((n, 5, 9, 8))
-    w = rng.standard_normal((7, 5, 3, 3))
-    b = rng.standard_normal(7)
+    w = rng.standard_normal((cout, 5, 3, 3))
+    b = rng.standard_normal(cout)
     monkeypatch.setattr(K, "CHUNK_BYTES", chunk_bytes)
     y = K.conv2d_forward(x, w, b, (stride, stride), (1, 1))
     g = rng.standard_normal(y.shape)
