@@ -100,11 +100,13 @@ def _im2col_row_same_width(x3, c, i, j, ph, pw, w, lo, hi, n0, n1, crow):
 
 
 @njit(nogil=True, cache=True)
-def _im2col_row_strided(x, c, i, j, sh, sw, ph, pw, n0, n1, lo, hi, ho, wo, crow):
-    """One im2col row (c, i, j) when the columns are strided (sw > 1).  The
-    output rows are short (16 pixels for a stride-2 layer of a CIFAR network),
-    so the loops index flat arrays directly: making a view per output row
-    would cost more than the copy."""
+def _im2col_row(x, c, i, j, sh, sw, ph, pw, n0, n1, lo, hi, ho, wo, crow):
+    """One im2col row (c, i, j) for any other geometry (strided, or output
+    smaller than the input): one output row at a time.  The rows are short
+    (16 pixels for a stride-2 layer of a CIFAR network), so the loops index
+    flat arrays directly (making a view per output row would cost more than
+    the copy); only a contiguous copy (sw = 1) goes through a view, where
+    Numba vectorises it."""
     _, c_in, h, w = x.shape
     plane = ho * wo
     x1 = x.ravel()
@@ -120,8 +122,14 @@ def _im2col_row_strided(x, c, i, j, sh, sw, ph, pw, n0, n1, lo, hi, ho, wo, crow
             for t in range(lo):
                 crow[o + t] = 0
             src = first + iy * w + lo * sw + j - pw
-            for t in range(hi - lo):
-                crow[o + lo + t] = x1[src + t * sw]
+            if sw == 1:
+                dv = crow[o + lo:o + hi]
+                sv = x1[src:src + hi - lo]
+                for t in range(hi - lo):
+                    dv[t] = sv[t]
+            else:
+                for t in range(hi - lo):
+                    crow[o + lo + t] = x1[src + t * sw]
             for t in range(hi, wo):
                 crow[o + t] = 0
 
@@ -139,11 +147,10 @@ def im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols, r0=0, r1=-1):
     _, c_in, h, w = x.shape
     ho = (h + 2 * ph - kh) // sh + 1
     wo = (w + 2 * pw - kw) // sw + 1
-    plane = ho * wo
     x3 = x.reshape(x.shape[0], c_in, h * w)
     if r1 < 0:
         r1 = c_in * kh * kw
-    # Inner loops index views with the loop counter itself (d[t] = s[t]): Numba
+    # Copies index views with the loop counter itself (d[t] = s[t]): Numba
     # then knows the index is >= 0, drops its negative-index check and
     # vectorises the copy (about 8x faster than slice assignment on 32-pixel rows).
     for r in range(r0, r1):
@@ -155,27 +162,7 @@ def im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols, r0=0, r1=-1):
         if sh == 1 and sw == 1 and wo == w and ho == h:
             _im2col_row_same_width(x3, c, i, j, ph, pw, w, lo, hi, n0, n1, crow)
             continue
-        if sw != 1:
-            _im2col_row_strided(x, c, i, j, sh, sw, ph, pw, n0, n1, lo, hi, ho, wo, crow)
-            continue
-        for b in range(n1 - n0):
-            n = n0 + b
-            for oy in range(ho):
-                iy = oy * sh + i - ph
-                d = crow[b * plane + oy * wo:b * plane + (oy + 1) * wo]
-                if iy < 0 or iy >= h:
-                    for t in range(wo):
-                        d[t] = 0
-                    continue
-                for t in range(lo):
-                    d[t] = 0
-                dv = d[lo:hi]
-                sv = x[n, c, iy, lo + j - pw:hi + j - pw]
-                for t in range(hi - lo):                 # a contiguous copy
-                    dv[t] = sv[t]
-                dz = d[hi:]
-                for t in range(wo - hi):
-                    dz[t] = 0
+        _im2col_row(x, c, i, j, sh, sw, ph, pw, n0, n1, lo, hi, ho, wo, crow)
 
 
 @njit(nogil=True, cache=True)
@@ -765,7 +752,7 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
                 np.matmul(cols, g2.T, out=part)
                 dwt += part
             if col2im_dx:
-                dcols = scratch("dcols", (rows, m), x.dtype)
+                dcols = scratch("cols", (rows, m), x.dtype)   # the columns of x are dead by now
                 np.matmul(wm.T, g2, out=dcols)
                 _split(lambda c0, c1: col2im(dcols, kh, kw, sh, sw, ph, pw, n0, n1, dx, c0, c1),
                        c, threads)
