@@ -38,6 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
+from .cpu_conv3x3 import conv3x3_tiles, conv3x3_weight_grad, plane_sums, shifted_planes
+
 
 # ---------------------------------------------------------------------------
 # Convolution: im2col / col2im in the (C·kh·kw, N·Ho·Wo) layout
@@ -623,6 +625,123 @@ def _single_threaded_blas():
     return ctl.limit(limits=1, user_api="blas")
 
 
+# ---------------------------------------------------------------------------
+# The direct 3x3 convolution (kernels/cpu_conv3x3.py)
+# ---------------------------------------------------------------------------
+# Scratch data per chunk of images: three shifted copies of each channel
+# (about 3x the chunk's input), small enough to stay in a core's L2 cache
+# while every output channel reads it.
+DIRECT_CHUNK_BYTES = 1 << 20
+
+
+def direct_3x3_applies(x, weight, stride, padding):
+    """The direct kernels take 3x3 convolutions with stride 1 and padding 1
+    over at least as many images as threads (each thread runs whole chunks
+    of images; fewer images go through im2col, whose steps split over the
+    threads)."""
+    return (weight.shape[2:] == (3, 3) and tuple(stride) == (1, 1)
+            and tuple(padding) == (1, 1) and x.shape[0] >= _threads())
+
+
+def _aligned_scratch(name, shape, dtype):
+    """Like :func:`scratch`, 64-byte aligned (a whole cache line, and one
+    AVX-512 register, per aligned load)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = scratch(name, (size + 64,), np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + size].view(dtype).reshape(shape)
+
+
+def _planes_length(w, s, images):
+    """Length of one channel in the shifted-planes layout of ``images``
+    images (m = w zeros before each image and after the last), rounded up to
+    a multiple of 16 so that every channel starts on a cache line."""
+    return -(-(w + images * s) // 16) * 16
+
+
+def _pack_3x3(weight, flip=False):
+    """(K, C, 3, 3) weights as (K4, C, 9) with K4 = K rounded up to a multiple
+    of 4 (zero rows): the layout of :func:`conv3x3_tiles`.  ``flip``: the
+    input gradient's kernel, w[k, c, 2 − i, 2 − j] with k and c swapped."""
+    if flip:
+        weight = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    k, c = weight.shape[:2]
+    w9 = np.zeros((-(-k // 4) * 4, c, 9), weight.dtype)
+    w9[:k] = weight.reshape(k, c, 9)
+    return w9
+
+
+def _conv3x3_forward(x, weight, bias):
+    """y = conv2d(x, weight, bias, padding=1): per chunk of images, the
+    shifted planes of the chunk, then the direct kernel into y."""
+    n, c, h, w = x.shape
+    k = weight.shape[0]
+    plane = h * w
+    s = plane + w
+    y = np.empty((n, k, h, w), x.dtype)
+    y3 = y.reshape(n, k, plane)
+    w9 = _pack_3x3(weight)
+    use_bias = bias is not None
+    b = bias if use_bias else np.zeros(1, x.dtype)
+    threads = _threads()
+    chunks = _SharedChunks(n, 3 * c * s * x.itemsize, threads, DIRECT_CHUNK_BYTES)
+    length = _planes_length(w, s, chunks.largest)
+
+    def work(t):
+        sh = _aligned_scratch(("planes", t), (3, c, length), x.dtype)
+        while (chunk := chunks.next()) is not None:
+            _, (n0, n1) = chunk
+            shifted_planes(x, n0, n1, w, sh, 0, 3)
+            conv3x3_tiles(sh, w9, w, w, n1 - n0, b, use_bias, y3, n0, 0, len(w9) // 4)
+    _run(work, threads)
+    return y
+
+
+def _conv3x3_backward(x, weight, grad, need_x, need_w, need_b):
+    """(dx, dweight, dbias) of a 3x3 convolution with stride 1 and padding 1,
+    chunk by chunk: the shifted planes of dY, then dx (the same convolution
+    of dY with the flipped kernel), db and the chunk's part of dW (from the
+    shifted planes of x, recomputed).  The parts of dW and db are added in
+    chunk order at the end."""
+    n, c, h, w = x.shape
+    k = weight.shape[0]
+    plane = h * w
+    s = plane + w
+    g = np.ascontiguousarray(grad)
+    threads = _threads()
+    chunks = _SharedChunks(n, (3 * k + c) * s * x.itemsize, threads, 2 * DIRECT_CHUNK_BYTES)
+    length = _planes_length(w, s, chunks.largest)
+    dx = np.empty(x.shape, x.dtype) if need_x else None
+    if need_x:
+        dx3 = dx.reshape(n, c, plane)
+        w9t = _pack_3x3(weight, flip=True)
+        no_bias = np.zeros(1, x.dtype)
+    dw = np.zeros((chunks.count, k, c, 9), np.float64) if need_w else None
+    db = np.zeros((chunks.count, k), np.float64)
+    # dx and dW need all three shifted copies of dY, db only the unshifted
+    # one; dW needs x unshifted
+    j0, j1 = (0, 3) if need_x or need_w else (1, 2)
+
+    def work(t):
+        shg = _aligned_scratch(("planes_g", t), (3, k, length), x.dtype)
+        sx = _aligned_scratch(("planes", t), (3, c, length), x.dtype) if need_w else None
+        while (chunk := chunks.next()) is not None:
+            i, (n0, n1) = chunk
+            nb = n1 - n0
+            total = nb * s - w
+            shifted_planes(g, n0, n1, w, shg, j0, j1)
+            plane_sums(shg[1], w, total, db[i])
+            if need_x:
+                conv3x3_tiles(shg, w9t, w, w, nb, no_bias, False, dx3, n0, 0, len(w9t) // 4)
+            if need_w:
+                shifted_planes(x, n0, n1, w, sx, 1, 2)        # x unshifted: sx[1]
+                conv3x3_weight_grad(sx[1], shg, w, w, total, dw[i])
+    _run(work, threads)
+    dweight = dw.sum(axis=0).astype(x.dtype).reshape(weight.shape) if need_w else None
+    return dx, dweight, db.sum(axis=0).astype(x.dtype) if need_b else None
+
+
 def conv2d_forward(x, weight, bias, stride, padding):
     """y = conv2d(x, weight, bias): per chunk of images, im2col into a reused
     buffer, one GEMM, then the layout change to NCHW with the bias added."""
@@ -638,6 +757,8 @@ def conv2d_forward(x, weight, bias, stride, padding):
     use_bias = bias is not None
     rows, plane = c * kh * kw, ho * wo
     threads = _threads()
+    if direct_3x3_applies(x, weight, stride, padding):
+        return _conv3x3_forward(x, weight, bias)
 
     if threads > 1 and n >= threads:                    # many images: chunks per thread
         chunks = _SharedChunks(n, rows * plane * x.itemsize, threads)
@@ -677,6 +798,8 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
     (sh, sw), (ph, pw) = stride, padding
     ho, wo = grad.shape[2], grad.shape[3]
     x = np.ascontiguousarray(x)
+    if direct_3x3_applies(x, weight, stride, padding):
+        return _conv3x3_backward(x, weight, grad, need_x, need_w, need_b)
     g3 = np.ascontiguousarray(grad).reshape(n, k, ho * wo)
     wm = np.ascontiguousarray(weight).reshape(k, -1)
     # stride 1: dx is the convolution of dY with the flipped, transposed kernel
