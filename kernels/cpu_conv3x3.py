@@ -151,6 +151,44 @@ def shifted_planes(x, n0, n1, m, sh, j0=0, j1=3):
                     dv[t] = 0
 
 
+@njit(nogil=True, cache=True)
+def phase_planes(x, n0, n1, m, ph, j0=0, j1=3):
+    """The layout of a stride-2 convolution: ph[p, j, c] holds the rows
+    p, p + 2, p + 4, ... of images n0:n1 of channel c (Ho = ⌈H/2⌉ of them,
+    zeros past the image), in the layout of :func:`shifted_planes` with row
+    length m = Wo = ⌈W/2⌉: j = 1 the even columns 0, 2, 4, ..., j = 2 the odd
+    columns 1, 3, 5, ..., j = 0 the odd columns one place to the right (0 in
+    column 0).  Then tap (i, j) of output (oy, ox), the input pixel
+    (2·oy + i − 1, 2·ox + j − 1), is ph[1, j] one row up for i = 0,
+    ph[0, j] for i = 1 and ph[1, j] for i = 2, at the output position.
+    Only the copies j0 <= j < j1 are written."""
+    _, c_in, h, w = x.shape
+    ho = (h + 1) // 2
+    plane = ho * m
+    s = plane + m
+    for p in range(2):
+        for c in range(c_in):
+            for j in range(j0, j1):
+                d = ph[p, j, c]
+                for t in range(m):
+                    d[t] = 0
+                q = 0 if j == 1 else 1              # even or odd input columns
+                shift = 1 if j == 0 else 0
+                for b in range(n1 - n0):
+                    src = x[n0 + b, c]
+                    dv = d[m + b * s:]
+                    for a in range(ho):
+                        iy = 2 * a + p
+                        row = dv[a * m:]
+                        for t in range(shift):
+                            row[t] = 0
+                        for t in range(shift, m):
+                            ix = 2 * (t - shift) + q
+                            row[t] = src[iy, ix] if iy < h and ix < w else 0
+                    for t in range(plane, s):       # the padding after the image
+                        dv[t] = 0
+
+
 @njit(nogil=True, cache=True, fastmath=_FMA_SUMS)
 def plane_sums(g1, m, total, out):
     """out[k] += Σ_u g1[k, m + u] for u < total (float64): the bias gradient,
@@ -194,16 +232,21 @@ def _tile_to_nchw(acc, u0, n, s, plane, bias, use_bias, y, n0, k):
 
 
 @njit(nogil=True, cache=True, fastmath=_FMA)
-def conv3x3_tiles(sh, w9, w, m, nb, bias, use_bias, y, n0, kb0, kb1):
-    """y[n0 + b, k] = Σ_{c,i,j} w9[k, c, 3i + j] · x_pad[b, c, oy + i, ox + j] (+ bias[k])
-    for the nb images in ``sh`` (see :func:`shifted_planes`) and the output
-    channels 4·kb0 <= k < 4·kb1.
+def conv3x3_tiles(rows, offsets, w9, m, nb, bias, use_bias, y, n0, kb0, kb1):
+    """y[n0 + b, k] = Σ_{c,i,j} w9[k, c, 3i + j] · (tap (i, j) of channel c) (+ bias[k])
+    for the nb images of a chunk and the output channels 4·kb0 <= k < 4·kb1.
 
-    ``w9`` is (K4, C, 9) with K4 = K rounded up to a multiple of 4 (zeros in
-    the extra rows); ``y`` is (N, K, H·W).
+    Tap (i, j) at output position u is rows[i][j, c, m + u + offsets[i]]:
+    for stride 1, rows = (sh, sh, sh) and offsets = (−W, 0, W) with ``sh``
+    from :func:`shifted_planes`; for stride 2, the row phases of
+    :func:`phase_planes`.  ``m`` is the output row length (the zeros before
+    each image), ``y`` is (N, K, Ho·Wo), ``w9`` is (K4, C, 9) with K4 = K
+    rounded up to a multiple of 4 (zeros in the extra rows).
     """
     _prefer_512_bit_vectors()
-    c_in = sh.shape[1]
+    top, mid, bot = rows
+    o0, o1, o2 = offsets
+    c_in = mid.shape[1]
     k_out, plane = y.shape[1], y.shape[2]
     s = plane + m
     total = nb * s - m                  # positions of every image and the padding between
@@ -217,12 +260,10 @@ def conv3x3_tiles(sh, w9, w, m, nb, bias, use_bias, y, n0, kb0, kb1):
             for t in range(4 * tile):
                 acc[t] = 0
             for c in range(c_in):
-                p = m + u0 - w                                      # row above
-                r00, r01, r02 = sh[0, c, p:], sh[1, c, p:], sh[2, c, p:]
-                p += w
-                r10, r11, r12 = sh[0, c, p:], sh[1, c, p:], sh[2, c, p:]
-                p += w
-                r20, r21, r22 = sh[0, c, p:], sh[1, c, p:], sh[2, c, p:]
+                p = m + u0
+                r00, r01, r02 = top[0, c, p + o0:], top[1, c, p + o0:], top[2, c, p + o0:]
+                r10, r11, r12 = mid[0, c, p + o1:], mid[1, c, p + o1:], mid[2, c, p + o1:]
+                r20, r21, r22 = bot[0, c, p + o2:], bot[1, c, p + o2:], bot[2, c, p + o2:]
                 w0, w1, w2, w3 = w9[k, c], w9[k + 1, c], w9[k + 2, c], w9[k + 3, c]
                 for t in range(n):
                     v0, v1, v2 = r00[t], r01[t], r02[t]
@@ -284,6 +325,52 @@ def conv3x3_weight_grad(x1, sg, w, m, total, dw):
                     a6, b6 = _mul_add2(a6, b6, ea, eb, g20[t])
                     a7, b7 = _mul_add2(a7, b7, ea, eb, g21[t])
                     a8, b8 = _mul_add2(a8, b8, ea, eb, g22[t])
+                _add9(dw[k, c], a0, a1, a2, a3, a4, a5, a6, a7, a8)
+                if c + 1 < c_in:
+                    _add9(dw[k, c + 1], b0, b1, b2, b3, b4, b5, b6, b7, b8)
+
+
+@njit(nogil=True, cache=True, fastmath=_FMA_SUMS)
+def conv3x3_weight_grad_s2(ph, sg, m, total, dw):
+    """The weight gradient of a stride-2 convolution:
+    dw[k, c, 3i + j] += Σ_{oy,ox} dY[k, oy, ox] · x_pad[c, 2·oy + i, 2·ox + j].
+
+    The tap's input pixel is, at output position u, one of the four parity
+    planes X_pq (rows ≡ p, columns ≡ q mod 2: ``ph[p, 1 + q]`` of
+    :func:`phase_planes`), one row up when i = 0 and one column left when
+    j = 0; moving that shift to dY (the same trick as
+    :func:`conv3x3_weight_grad`) leaves four views of dY: G = sg[1] and
+    sg[2] (dY one column left), at u and one row down (u + Wo).
+    """
+    _prefer_512_bit_vectors()
+    k_out, c_in = sg.shape[1], ph.shape[2]
+    for u0 in range(0, total, SUM_TILE):
+        n = min(SUM_TILE, total - u0)
+        for k in range(k_out):
+            p = m + u0
+            ga, gb = sg[1, k, p:], sg[2, k, p:]                  # dY[a, b], dY[a, b + 1]
+            gc, gd = sg[1, k, p + m:], sg[2, k, p + m:]          # dY[a + 1, b], dY[a + 1, b + 1]
+            for c in range(0, c_in, 2):
+                c2 = min(c + 1, c_in - 1)                   # an odd last c is done twice
+                x00, x01, x10, x11 = ph[0, 1, c, p:], ph[0, 2, c, p:], ph[1, 1, c, p:], ph[1, 2, c, p:]
+                y00, y01, y10, y11 = (ph[0, 1, c2, p:], ph[0, 2, c2, p:], ph[1, 1, c2, p:],
+                                      ph[1, 2, c2, p:])
+                z = _zero_of(sg)
+                a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = z
+                b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = b8 = z
+                for t in range(n):
+                    va, vb, vc, vd = ga[t], gb[t], gc[t], gd[t]
+                    e00, e01, e10, e11 = x00[t], x01[t], x10[t], x11[t]
+                    f00, f01, f10, f11 = y00[t], y01[t], y10[t], y11[t]
+                    a0, b0 = _mul_add2(a0, b0, e11, f11, vd)     # (0, 0)
+                    a1, b1 = _mul_add2(a1, b1, e10, f10, vc)     # (0, 1)
+                    a2, b2 = _mul_add2(a2, b2, e11, f11, vc)     # (0, 2)
+                    a3, b3 = _mul_add2(a3, b3, e01, f01, vb)     # (1, 0)
+                    a4, b4 = _mul_add2(a4, b4, e00, f00, va)     # (1, 1)
+                    a5, b5 = _mul_add2(a5, b5, e01, f01, va)     # (1, 2)
+                    a6, b6 = _mul_add2(a6, b6, e11, f11, vb)     # (2, 0)
+                    a7, b7 = _mul_add2(a7, b7, e10, f10, va)     # (2, 1)
+                    a8, b8 = _mul_add2(a8, b8, e11, f11, va)     # (2, 2)
                 _add9(dw[k, c], a0, a1, a2, a3, a4, a5, a6, a7, a8)
                 if c + 1 < c_in:
                     _add9(dw[k, c + 1], b0, b1, b2, b3, b4, b5, b6, b7, b8)

@@ -38,7 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-from .cpu_conv3x3 import conv3x3_tiles, conv3x3_weight_grad, plane_sums, shifted_planes
+from .cpu_conv3x3 import (conv3x3_tiles, conv3x3_weight_grad, conv3x3_weight_grad_s2,
+                          phase_planes, plane_sums, shifted_planes)
 
 
 # ---------------------------------------------------------------------------
@@ -635,11 +636,11 @@ DIRECT_CHUNK_BYTES = 1 << 20
 
 
 def direct_3x3_applies(x, weight, stride, padding):
-    """The direct kernels take 3x3 convolutions with stride 1 and padding 1
-    over at least as many images as threads (each thread runs whole chunks
-    of images; fewer images go through im2col, whose steps split over the
-    threads)."""
-    return (weight.shape[2:] == (3, 3) and tuple(stride) == (1, 1)
+    """The direct kernels take 3x3 convolutions with padding 1 and stride 1
+    or 2 over at least as many images as threads (each thread runs whole
+    chunks of images; fewer images go through im2col, whose steps split
+    over the threads)."""
+    return (weight.shape[2:] == (3, 3) and tuple(stride) in ((1, 1), (2, 2))
             and tuple(padding) == (1, 1) and x.shape[0] >= _threads())
 
 
@@ -672,77 +673,142 @@ def _pack_3x3(weight, flip=False):
     return w9
 
 
-def _conv3x3_forward(x, weight, bias):
-    """y = conv2d(x, weight, bias, padding=1): per chunk of images, the
-    shifted planes of the chunk, then the direct kernel into y."""
-    n, c, h, w = x.shape
+class _Planes:
+    """The direct kernels' layout of a chunk of images for a stride-1 or
+    stride-2 convolution: the buffer, the three kernel rows' sources and
+    offsets for :func:`conv3x3_tiles`, and the output geometry (each image's
+    Ho·Wo positions after m = Wo zeros)."""
+
+    def __init__(self, shape, stride, images):
+        _, c, h, w = shape
+        self.stride = stride
+        self.ho, self.wo = (h, w) if stride == 1 else ((h + 1) // 2, (w + 1) // 2)
+        self.m = self.wo
+        self.plane = self.ho * self.wo
+        self.s = self.plane + self.m
+        self.length = _planes_length(self.m, self.s, images)
+        self.copies = 3 if stride == 1 else 6       # shifted planes per channel
+
+    def buffer(self, name, channels, dtype):
+        """A thread's scratch buffer for ``channels`` channels of a chunk."""
+        shape = (3, channels, self.length) if self.stride == 1 else (2, 3, channels, self.length)
+        return _aligned_scratch(name, shape, dtype)
+
+    def fill(self, x, n0, n1, buf, j0=0, j1=3):
+        """Lay out images n0:n1 of x (the copies j0 <= j < j1)."""
+        if self.stride == 1:
+            shifted_planes(x, n0, n1, self.m, buf, j0, j1)
+        else:
+            phase_planes(x, n0, n1, self.m, buf, j0, j1)
+
+    def rows(self, buf):
+        """(sources, offsets) of the kernel rows i = 0, 1, 2 in ``buf``."""
+        if self.stride == 1:
+            return (buf, buf, buf), (-self.m, 0, self.m)
+        return (buf[1], buf[0], buf[1]), (-self.m, 0, 0)
+
+    def total(self, images):
+        """Output positions of ``images`` images and the padding between them."""
+        return images * self.s - self.m
+
+
+def _conv3x3_forward(x, weight, bias, stride):
+    """y = conv2d(x, weight, bias, stride, padding=1): per chunk of images,
+    the shifted (or, for stride 2, parity) planes of the chunk, then the
+    direct kernel into y."""
+    n, c = x.shape[:2]
     k = weight.shape[0]
-    plane = h * w
-    s = plane + w
-    y = np.empty((n, k, h, w), x.dtype)
-    y3 = y.reshape(n, k, plane)
+    threads = _threads()
+    one = _Planes(x.shape, stride, 1)
+    chunks = _SharedChunks(n, one.copies * c * one.s * x.itemsize, threads, DIRECT_CHUNK_BYTES)
+    lay = _Planes(x.shape, stride, chunks.largest)
+    y = np.empty((n, k, lay.ho, lay.wo), x.dtype)
+    y3 = y.reshape(n, k, lay.plane)
     w9 = _pack_3x3(weight)
     use_bias = bias is not None
     b = bias if use_bias else np.zeros(1, x.dtype)
-    threads = _threads()
-    chunks = _SharedChunks(n, 3 * c * s * x.itemsize, threads, DIRECT_CHUNK_BYTES)
-    length = _planes_length(w, s, chunks.largest)
 
     def work(t):
-        sh = _aligned_scratch(("planes", t), (3, c, length), x.dtype)
+        buf = lay.buffer(("planes", t), c, x.dtype)
+        rows, offsets = lay.rows(buf)
         while (chunk := chunks.next()) is not None:
             _, (n0, n1) = chunk
-            shifted_planes(x, n0, n1, w, sh, 0, 3)
-            conv3x3_tiles(sh, w9, w, w, n1 - n0, b, use_bias, y3, n0, 0, len(w9) // 4)
+            lay.fill(x, n0, n1, buf)
+            conv3x3_tiles(rows, offsets, w9, lay.m, n1 - n0, b, use_bias, y3, n0, 0, len(w9) // 4)
     _run(work, threads)
     return y
 
 
-def _conv3x3_backward(x, weight, grad, need_x, need_w, need_b):
-    """(dx, dweight, dbias) of a 3x3 convolution with stride 1 and padding 1,
-    chunk by chunk: the shifted planes of dY, then dx (the same convolution
-    of dY with the flipped kernel), db and the chunk's part of dW (from the
-    shifted planes of x, recomputed).  The parts of dW and db are added in
-    chunk order at the end."""
-    n, c, h, w = x.shape
+def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
+    """(dx, dweight, dbias) of a 3x3 convolution with padding 1, chunk by
+    chunk: the shifted planes of dY; for stride 1 dx, the same convolution
+    of dY with the flipped kernel; db and the chunk's part of dW (from the
+    planes of x, recomputed).  The parts of dW and db are added in chunk
+    order at the end.  The input gradient of a stride-2 convolution goes
+    through im2col's col2im(Wᵀ @ dY)."""
+    n, c = x.shape[:2]
     k = weight.shape[0]
-    plane = h * w
-    s = plane + w
     g = np.ascontiguousarray(grad)
     threads = _threads()
-    chunks = _SharedChunks(n, (3 * k + c) * s * x.itemsize, threads, 2 * DIRECT_CHUNK_BYTES)
-    length = _planes_length(w, s, chunks.largest)
-    dx = np.empty(x.shape, x.dtype) if need_x else None
+    dx = None
+    if need_x and stride != 1:
+        dx = _im2col_conv2d_backward(x, weight, g, (stride,) * 2, (1, 1), True, False, False)[0]
+        need_x = False
+        if not (need_w or need_b):
+            return dx, None, None
+    lay_g = _Planes(g.shape, 1, 1)                      # dY: shifted planes, Ho x Wo
+    per_image = (3 * k + (c if stride == 1 else 4 * c)) * lay_g.s * x.itemsize
+    chunks = _SharedChunks(n, per_image, threads, 2 * DIRECT_CHUNK_BYTES)
+    lay_g = _Planes(g.shape, 1, chunks.largest)
+    lay_x = _Planes(x.shape, stride, chunks.largest)
     if need_x:
-        dx3 = dx.reshape(n, c, plane)
+        dx = np.empty(x.shape, x.dtype)
+        dx3 = dx.reshape(n, c, lay_x.plane)
         w9t = _pack_3x3(weight, flip=True)
         no_bias = np.zeros(1, x.dtype)
     dw = np.zeros((chunks.count, k, c, 9), np.float64) if need_w else None
     db = np.zeros((chunks.count, k), np.float64)
-    # dx and dW need all three shifted copies of dY, db only the unshifted
-    # one; dW needs x unshifted
-    j0, j1 = (0, 3) if need_x or need_w else (1, 2)
+    # dx needs all three shifted copies of dY, and so does the stride-1 dW
+    # (the stride-2 one the unshifted and left-shifted ones); db needs only
+    # the unshifted copy.  dW needs x unshifted (stride 1: sx[1]) or its four
+    # parity planes (stride 2: the copies j = 1, 2 of both row phases).
+    j0 = 0 if need_x or (need_w and stride == 1) else 1
+    j1 = 3 if need_x or need_w else 2
 
     def work(t):
-        shg = _aligned_scratch(("planes_g", t), (3, k, length), x.dtype)
-        sx = _aligned_scratch(("planes", t), (3, c, length), x.dtype) if need_w else None
+        sg = lay_g.buffer(("planes_g", t), k, x.dtype)
+        rows, offsets = lay_g.rows(sg)
+        sx = lay_x.buffer(("planes", t), c, x.dtype) if need_w else None
         while (chunk := chunks.next()) is not None:
             i, (n0, n1) = chunk
             nb = n1 - n0
-            total = nb * s - w
-            shifted_planes(g, n0, n1, w, shg, j0, j1)
-            plane_sums(shg[1], w, total, db[i])
+            total = lay_g.total(nb)
+            lay_g.fill(g, n0, n1, sg, j0, j1)
+            plane_sums(sg[1], lay_g.m, total, db[i])
             if need_x:
-                conv3x3_tiles(shg, w9t, w, w, nb, no_bias, False, dx3, n0, 0, len(w9t) // 4)
-            if need_w:
-                shifted_planes(x, n0, n1, w, sx, 1, 2)        # x unshifted: sx[1]
-                conv3x3_weight_grad(sx[1], shg, w, w, total, dw[i])
+                conv3x3_tiles(rows, offsets, w9t, lay_g.m, nb, no_bias, False, dx3, n0, 0,
+                              len(w9t) // 4)
+            if need_w and stride == 1:
+                lay_x.fill(x, n0, n1, sx, 1, 2)             # x unshifted: sx[1]
+                conv3x3_weight_grad(sx[1], sg, lay_x.m, lay_x.m, total, dw[i])
+            elif need_w:
+                lay_x.fill(x, n0, n1, sx, 1, 3)             # the four parity planes
+                conv3x3_weight_grad_s2(sx, sg, lay_x.m, total, dw[i])
     _run(work, threads)
     dweight = dw.sum(axis=0).astype(x.dtype).reshape(weight.shape) if need_w else None
     return dx, dweight, db.sum(axis=0).astype(x.dtype) if need_b else None
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
+    """y = conv2d(x, weight, bias, stride, padding): the direct kernels for
+    3x3 convolutions with padding 1 and stride 1 or 2, im2col otherwise."""
+    x = np.ascontiguousarray(x)
+    if direct_3x3_applies(x, weight, stride, padding):
+        return _conv3x3_forward(x, weight, bias, stride[0])
+    return _im2col_conv2d_forward(x, weight, bias, stride, padding)
+
+
+def _im2col_conv2d_forward(x, weight, bias, stride, padding):
     """y = conv2d(x, weight, bias): per chunk of images, im2col into a reused
     buffer, one GEMM, then the layout change to NCHW with the bias added."""
     n, c, h, w = x.shape
@@ -757,8 +823,6 @@ def conv2d_forward(x, weight, bias, stride, padding):
     use_bias = bias is not None
     rows, plane = c * kh * kw, ho * wo
     threads = _threads()
-    if direct_3x3_applies(x, weight, stride, padding):
-        return _conv3x3_forward(x, weight, bias)
 
     if threads > 1 and n >= threads:                    # many images: chunks per thread
         chunks = _SharedChunks(n, rows * plane * x.itemsize, threads)
@@ -789,6 +853,16 @@ def conv2d_forward(x, weight, bias, stride, padding):
 
 
 def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, need_b=True):
+    """(dx, dweight, dbias) of conv2d (each None where not needed): the direct
+    kernels for 3x3 convolutions with padding 1 and stride 1 or 2, im2col
+    otherwise."""
+    x = np.ascontiguousarray(x)
+    if direct_3x3_applies(x, weight, stride, padding):
+        return _conv3x3_backward(x, weight, grad, stride[0], need_x, need_w, need_b)
+    return _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, need_w, need_b)
+
+
+def _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, need_w, need_b):
     """(dx, dweight, dbias) of conv2d, chunk by chunk: the columns are
     recomputed from x (cheaper than keeping them), dW and db accumulate over
     the chunks, dx is written chunk by chunk (col2im(Wᵀ @ dY), or for stride 1
@@ -798,8 +872,6 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
     (sh, sw), (ph, pw) = stride, padding
     ho, wo = grad.shape[2], grad.shape[3]
     x = np.ascontiguousarray(x)
-    if direct_3x3_applies(x, weight, stride, padding):
-        return _conv3x3_backward(x, weight, grad, need_x, need_w, need_b)
     g3 = np.ascontiguousarray(grad).reshape(n, k, ho * wo)
     wm = np.ascontiguousarray(weight).reshape(k, -1)
     # stride 1: dx is the convolution of dY with the flipped, transposed kernel

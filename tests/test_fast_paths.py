@@ -159,48 +159,52 @@ def reference_conv_grads(x, w, b, g, s, p):
     return [t.grad.numpy() for t in ts]
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(n=st.integers(3, 7), c=st.integers(1, 6), k=st.integers(1, 7), h=st.integers(1, 9),
-       w=st.integers(1, 12), dtype=st.sampled_from(DTYPES), one_image_chunks=st.booleans())
-def test_direct_3x3_kernels(n, c, k, h, w, dtype, one_image_chunks):
-    """The direct 3x3 path (stride 1, padding 1) on any plane size and channel
-    counts (odd ones, fewer than 4 output channels), three threads, in one
-    chunk per thread or one image per chunk, against the naive loops and the
-    reference gradients."""
+       w=st.integers(1, 12), stride=st.sampled_from([1, 2]), dtype=st.sampled_from(DTYPES),
+       one_image_chunks=st.booleans())
+def test_direct_3x3_kernels(n, c, k, h, w, stride, dtype, one_image_chunks):
+    """The direct 3x3 path (padding 1, stride 1 or 2) on any plane size (odd
+    ones too) and channel counts (odd ones, fewer than 4 output channels),
+    three threads, in one chunk per thread or one image per chunk, against
+    the naive loops and the reference gradients."""
     from unittest import mock
     rng = np.random.default_rng(n * 1000 + c * 100 + k * 10 + h + w)
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     wt = rng.standard_normal((k, c, 3, 3)).astype(dtype)
     b = rng.standard_normal(k).astype(dtype)
-    g = rng.standard_normal((n, k, h, w)).astype(dtype)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    g = rng.standard_normal((n, k, ho, wo)).astype(dtype)
+    s = (stride, stride)
     with mock.patch.object(K, "_threads", lambda: 3), \
             mock.patch.object(K, "DIRECT_CHUNK_BYTES", 1 if one_image_chunks else 1 << 30):
-        assert K.direct_3x3_applies(x, wt, (1, 1), (1, 1))
-        y = K.conv2d_forward(x, wt, b, (1, 1), (1, 1))
-        grads = K.conv2d_backward(x, wt, g, (1, 1), (1, 1))
+        assert K.direct_3x3_applies(x, wt, s, (1, 1))
+        y = K.conv2d_forward(x, wt, b, s, (1, 1))
+        grads = K.conv2d_backward(x, wt, g, s, (1, 1))
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
-    np.testing.assert_allclose(y, naive_conv(x, wt, b, 1, 1), **tol)
-    for got, want in zip(grads, reference_conv_grads(x, wt, b, g, 1, 1)):
+    np.testing.assert_allclose(y, naive_conv(x, wt, b, stride, 1), **tol)
+    for got, want in zip(grads, reference_conv_grads(x, wt, b, g, stride, 1)):
         assert got.dtype == dtype
         np.testing.assert_allclose(got, want, **tol)
 
 
-def test_direct_3x3_across_tiles_and_without_some_gradients():
+@pytest.mark.parametrize("stride", [1, 2])
+def test_direct_3x3_across_tiles_and_without_some_gradients(stride):
     """Chunks longer than one accumulator tile and one partial-sum tile, and a
     backward that needs only some of (dx, dW, db)."""
     from minigrad.kernels import cpu_conv3x3 as D
     rng = np.random.default_rng(12)
-    x = rng.standard_normal((4, 5, 21, 23))
+    x = rng.standard_normal((4, 5, 41, 45) if stride == 2 else (4, 5, 21, 23))
     wt = rng.standard_normal((6, 5, 3, 3))
     b = rng.standard_normal(6)
-    g = rng.standard_normal((4, 6, 21, 23))
-    assert 4 * 21 * 23 > max(D.TILE, D.SUM_TILE)
-    np.testing.assert_allclose(K.conv2d_forward(x, wt, b, (1, 1), (1, 1)),
-                               naive_conv(x, wt, b, 1, 1), rtol=1e-11, atol=1e-11)
-    want = reference_conv_grads(x, wt, b, g, 1, 1)
+    y = K.conv2d_forward(x, wt, b, (stride, stride), (1, 1))
+    assert 4 * y.shape[2] * y.shape[3] > max(D.TILE, D.SUM_TILE)
+    np.testing.assert_allclose(y, naive_conv(x, wt, b, stride, 1), rtol=1e-11, atol=1e-11)
+    g = rng.standard_normal(y.shape)
+    want = reference_conv_grads(x, wt, b, g, stride, 1)
     for need in [(True, False, False), (False, True, False), (False, False, True),
-                 (False, True, True)]:
-        got = K.conv2d_backward(x, wt, g, (1, 1), (1, 1), *need)
+                 (False, True, True), (True, True, True)]:
+        got = K.conv2d_backward(x, wt, g, (stride, stride), (1, 1), *need)
         for flag, a, e in zip(need, got, want):
             if flag:
                 np.testing.assert_allclose(a, e, rtol=1e-11, atol=1e-11)
