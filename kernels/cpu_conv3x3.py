@@ -277,6 +277,103 @@ def conv3x3_tiles(rows, offsets, w9, m, nb, bias, use_bias, y, n0, kb0, kb1):
                 _tile_to_nchw(acc[kk * tile:], u0, n, s, plane, bias, use_bias, y, n0, k + kk)
 
 
+@njit(nogil=True, cache=True)
+def _phase_tiles_to_nchw(even, odd, u0, n, s, wo, py, dx, n0, c):
+    """Write tile positions u0 <= u < u0 + n of the parity planes (py, 0) and
+    (py, 1) of channel c into dx (N, C, H, W): position (a, b) of an image
+    is the pixel pair (2a + py, 2b) and (2a + py, 2b + 1), where inside."""
+    h, w = dx.shape[2], dx.shape[3]
+    plane = s - wo
+    u = u0
+    while u < u0 + n:
+        b = u // s
+        q = u - b * s
+        if q >= plane:                      # in the padding after image b
+            u += s - q
+            continue
+        a = q // wo
+        col = q - a * wo
+        e = min(wo - col, u0 + n - u)       # the rest of this row of the tile
+        iy = 2 * a + py
+        if iy < h:
+            row = dx[n0 + b, c, iy, 2 * col:]
+            ev, ov = even[u - u0:], odd[u - u0:]
+            pairs = min(e, (w - 2 * col) // 2)  # whole (even, odd) pixel pairs
+            for t in range(pairs):
+                row[2 * t] = ev[t]
+                row[2 * t + 1] = ov[t]
+            if pairs < e:                   # W odd: the last even pixel alone
+                row[2 * pairs] = ev[pairs]
+        u += e
+
+
+PHASE_TILE = 256    # positions per tile of the stride-2 input gradient (8 accumulators)
+_PHASE_ACC = 8 * PHASE_TILE
+
+
+@njit(nogil=True, cache=True, fastmath=_FMA)
+def conv3x3_input_grad_s2(sg, w9t, m, nb, dx, n0, c0, c1):
+    """dx of a stride-2, padding-1 convolution for the channels c0 <= c < c1,
+    from dY in the shifted-planes layout ``sg`` (row length m = Wo).
+
+    Each pixel of dx receives from the outputs whose window covers it: the
+    even-even pixels (2a, 2b) from tap (1, 1) of output (a, b) only, the
+    even-odd ones (2a, 2b + 1) from taps (1, 2) of (a, b) and (1, 0) of
+    (a, b + 1), and so on, 9 taps over the four parity planes together::
+
+        dx[2a,     2b    ] = Σ_k w11·dY[a, b]
+        dx[2a,     2b + 1] = Σ_k w12·dY[a, b] + w10·dY[a, b + 1]
+        dx[2a + 1, 2b    ] = Σ_k w21·dY[a, b] + w01·dY[a + 1, b]
+        dx[2a + 1, 2b + 1] = Σ_k w22·dY[a, b] + w20·dY[a, b + 1]
+                                 + w02·dY[a + 1, b] + w00·dY[a + 1, b + 1]
+
+    (w_ij = w[k, c, i, j]).  dY[a, b + 1] is ``sg[2]``, one row down is one
+    row length further.  ``w9t`` is (C, K2, 9): w9t[c, k, 3i + j] = w[k, c, i, j],
+    K2 = K rounded up to even (zeros in the extra row).  Two input channels
+    by two output channels at a time: 8 accumulators, 36 multiply-adds per
+    8 loads of dY and 8 of the accumulators.
+    """
+    _prefer_512_bit_vectors()
+    k_out = sg.shape[1]
+    plane = (dx.shape[2] + 1) // 2 * m
+    s = plane + m
+    total = nb * s - m
+    tile = min(total, PHASE_TILE)
+    acc = carray(_stack_pointer(dx, _PHASE_ACC), (_PHASE_ACC,))
+    e00, e01, e10, e11 = acc[:tile], acc[tile:2 * tile], acc[2 * tile:3 * tile], acc[3 * tile:]
+    f00, f01 = acc[4 * tile:5 * tile], acc[5 * tile:6 * tile]
+    f10, f11 = acc[6 * tile:7 * tile], acc[7 * tile:]
+    for c in range(c0, c1, 2):
+        c2 = min(c + 1, c1 - 1)                     # an odd last c is done twice
+        for u0 in range(0, total, tile):
+            n = min(tile, total - u0)
+            for t in range(8 * tile):
+                acc[t] = 0
+            for k in range(0, k_out, 2):                   # two output channels at a time
+                k2 = min(k + 1, k_out - 1)                  # (an odd last one has zero weights)
+                p = m + u0
+                ga, gb, gc, gd = sg[1, k, p:], sg[2, k, p:], sg[1, k, p + m:], sg[2, k, p + m:]
+                ha, hb, hc, hd = sg[1, k2, p:], sg[2, k2, p:], sg[1, k2, p + m:], sg[2, k2, p + m:]
+                wa, wb, xa, xb = w9t[c, k], w9t[c2, k], w9t[c, k + 1], w9t[c2, k + 1]
+                for t in range(n):
+                    va, vb, vc, vd = ga[t], gb[t], gc[t], gd[t]
+                    ua, ub, uc, ud = ha[t], hb[t], hc[t], hd[t]
+                    e00[t] = e00[t] + wa[4] * va + xa[4] * ua
+                    e01[t] = e01[t] + wa[5] * va + wa[3] * vb + xa[5] * ua + xa[3] * ub
+                    e10[t] = e10[t] + wa[7] * va + wa[1] * vc + xa[7] * ua + xa[1] * uc
+                    e11[t] = (e11[t] + wa[8] * va + wa[6] * vb + wa[2] * vc + wa[0] * vd
+                              + xa[8] * ua + xa[6] * ub + xa[2] * uc + xa[0] * ud)
+                    f00[t] = f00[t] + wb[4] * va + xb[4] * ua
+                    f01[t] = f01[t] + wb[5] * va + wb[3] * vb + xb[5] * ua + xb[3] * ub
+                    f10[t] = f10[t] + wb[7] * va + wb[1] * vc + xb[7] * ua + xb[1] * uc
+                    f11[t] = (f11[t] + wb[8] * va + wb[6] * vb + wb[2] * vc + wb[0] * vd
+                              + xb[8] * ua + xb[6] * ub + xb[2] * uc + xb[0] * ud)
+            for cc in range(c2 - c + 1):
+                for py in range(2):
+                    even = acc[(4 * cc + 2 * py) * tile:]
+                    _phase_tiles_to_nchw(even, even[tile:], u0, n, s, m, py, dx, n0, c + cc)
+
+
 # ---------------------------------------------------------------------------
 # Weight gradient
 # ---------------------------------------------------------------------------

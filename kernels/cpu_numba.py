@@ -38,8 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-from .cpu_conv3x3 import (conv3x3_tiles, conv3x3_weight_grad, conv3x3_weight_grad_s2,
-                          phase_planes, plane_sums, shifted_planes)
+from .cpu_conv3x3 import (conv3x3_input_grad_s2, conv3x3_tiles, conv3x3_weight_grad,
+                          conv3x3_weight_grad_s2, phase_planes, plane_sums, shifted_planes)
 
 
 # ---------------------------------------------------------------------------
@@ -741,38 +741,35 @@ def _conv3x3_forward(x, weight, bias, stride):
 
 def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
     """(dx, dweight, dbias) of a 3x3 convolution with padding 1, chunk by
-    chunk: the shifted planes of dY; for stride 1 dx, the same convolution
-    of dY with the flipped kernel; db and the chunk's part of dW (from the
-    planes of x, recomputed).  The parts of dW and db are added in chunk
-    order at the end.  The input gradient of a stride-2 convolution goes
-    through im2col's col2im(Wᵀ @ dY)."""
+    chunk: the shifted planes of dY, then dx (for stride 1 the same
+    convolution of dY with the flipped kernel, for stride 2 the kernel of
+    its four parity planes), db and the chunk's part of dW (from the planes
+    of x, recomputed).  The parts of dW and db are added in chunk order at
+    the end."""
     n, c = x.shape[:2]
     k = weight.shape[0]
     g = np.ascontiguousarray(grad)
     threads = _threads()
-    dx = None
-    if need_x and stride != 1:
-        dx = _im2col_conv2d_backward(x, weight, g, (stride,) * 2, (1, 1), True, False, False)[0]
-        need_x = False
-        if not (need_w or need_b):
-            return dx, None, None
     lay_g = _Planes(g.shape, 1, 1)                      # dY: shifted planes, Ho x Wo
     per_image = (3 * k + (c if stride == 1 else 4 * c)) * lay_g.s * x.itemsize
     chunks = _SharedChunks(n, per_image, threads, 2 * DIRECT_CHUNK_BYTES)
     lay_g = _Planes(g.shape, 1, chunks.largest)
     lay_x = _Planes(x.shape, stride, chunks.largest)
-    if need_x:
-        dx = np.empty(x.shape, x.dtype)
+    dx = np.empty(x.shape, x.dtype) if need_x else None
+    if need_x and stride == 1:
         dx3 = dx.reshape(n, c, lay_x.plane)
         w9t = _pack_3x3(weight, flip=True)
         no_bias = np.zeros(1, x.dtype)
+    elif need_x:
+        w9t = np.zeros((c, k + k % 2, 9), x.dtype)         # an even number of output channels
+        w9t[:, :k] = weight.transpose(1, 0, 2, 3).reshape(c, k, 9)
     dw = np.zeros((chunks.count, k, c, 9), np.float64) if need_w else None
     db = np.zeros((chunks.count, k), np.float64)
-    # dx needs all three shifted copies of dY, and so does the stride-1 dW
-    # (the stride-2 one the unshifted and left-shifted ones); db needs only
-    # the unshifted copy.  dW needs x unshifted (stride 1: sx[1]) or its four
+    # the stride-1 dx and dW need all three shifted copies of dY, the
+    # stride-2 ones the unshifted and left-shifted ones; db needs only the
+    # unshifted copy.  dW needs x unshifted (stride 1: sx[1]) or its four
     # parity planes (stride 2: the copies j = 1, 2 of both row phases).
-    j0 = 0 if need_x or (need_w and stride == 1) else 1
+    j0 = 0 if stride == 1 and (need_x or need_w) else 1
     j1 = 3 if need_x or need_w else 2
 
     def work(t):
@@ -785,9 +782,11 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
             total = lay_g.total(nb)
             lay_g.fill(g, n0, n1, sg, j0, j1)
             plane_sums(sg[1], lay_g.m, total, db[i])
-            if need_x:
+            if need_x and stride == 1:
                 conv3x3_tiles(rows, offsets, w9t, lay_g.m, nb, no_bias, False, dx3, n0, 0,
                               len(w9t) // 4)
+            elif need_x:
+                conv3x3_input_grad_s2(sg, w9t, lay_g.m, nb, dx, n0, 0, c)
             if need_w and stride == 1:
                 lay_x.fill(x, n0, n1, sx, 1, 2)             # x unshifted: sx[1]
                 conv3x3_weight_grad(sx[1], sg, lay_x.m, lay_x.m, total, dw[i])
