@@ -211,6 +211,20 @@ def _fma9(a, w, v0, v1, v2, v3, v4, v5, v6, v7, v8):
             + w[5] * v5 + w[6] * v6 + w[7] * v7 + w[8] * v8)
 
 
+@njit(inline="always")
+def _image_run(u, end, s, plane):
+    """The run of positions from u (before ``end``) inside one image of the
+    layout (images of ``plane`` positions, every s positions): (image,
+    position in the image, length); length 0 if u is in the padding after an
+    image, and then the position where the next image starts."""
+    b = u // s
+    q = u - b * s
+    if q >= plane:
+        return b, q, 0, u + s - q
+    e = min(plane - q, end - u)
+    return b, q, e, u + e
+
+
 @njit(nogil=True, cache=True, fastmath=_FMA)
 def _tile_to_nchw(acc, u0, n, s, plane, bias, use_bias, y, n0, k):
     """Write tile positions u0 <= u < u0 + n of channel k into y (N, K, H·W),
@@ -218,17 +232,12 @@ def _tile_to_nchw(acc, u0, n, s, plane, bias, use_bias, y, n0, k):
     b0 = bias[k] if use_bias else 0
     u = u0
     while u < u0 + n:
-        b = u // s
-        q = u - b * s
-        if q >= plane:                      # in the padding after image b
-            u += s - q
-            continue
-        e = min(plane - q, u0 + n - u)
+        b, q, e, after = _image_run(u, u0 + n, s, plane)
         dv = y[n0 + b, k, q:]
         sv = acc[u - u0:]
         for t in range(e):
             dv[t] = sv[t] + b0
-        u += e
+        u = after
 
 
 @njit(nogil=True, cache=True, fastmath=_FMA)
@@ -283,17 +292,15 @@ def _phase_tiles_to_nchw(even, odd, u0, n, s, wo, py, dx, n0, c):
     (py, 1) of channel c into dx (N, C, H, W): position (a, b) of an image
     is the pixel pair (2a + py, 2b) and (2a + py, 2b + 1), where inside."""
     h, w = dx.shape[2], dx.shape[3]
-    plane = s - wo
     u = u0
     while u < u0 + n:
-        b = u // s
-        q = u - b * s
-        if q >= plane:                      # in the padding after image b
-            u += s - q
+        b, q, e, after = _image_run(u, u0 + n, s, s - wo)
+        if e == 0:                          # in the padding after image b
+            u = after
             continue
         a = q // wo
         col = q - a * wo
-        e = min(wo - col, u0 + n - u)       # the rest of this row of the tile
+        e = min(wo - col, e)                # the rest of this row of the image
         iy = 2 * a + py
         if iy < h:
             row = dx[n0 + b, c, iy, 2 * col:]
