@@ -267,25 +267,37 @@ def split_work(monkeypatch):
 def test_batch_norm_kernels(dtype, split_work):
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((4, 3, 5)) * 3 + 1).astype(dtype)
-    mean, var = np.empty(3), np.empty(3)
-    K.parallel_for(K.bn_stats, 3, x.size, x, mean, var)
+    gamma, beta = np.array([0.5, -2.0, 1.5]), np.array([0.1, 0.0, -0.3])
     x64 = x.astype(np.float64)
-    for c in range(3):
-        vals = x64[:, c].ravel()
-        assert mean[c] == pytest.approx(sum(vals) / len(vals), rel=1e-6)
-        assert var[c] == pytest.approx(sum((v - mean[c]) ** 2 for v in vals) / len(vals), rel=1e-6)
-    scale = np.array([0.5, -2.0, 1.5], dtype)
-    shift = np.array([0.1, 0.0, -0.3], dtype)
-    for relu in (False, True):
-        y = np.empty_like(x)
-        K.parallel_for(K.bn_apply, 12, x.size, x, scale, shift, relu, y)
-        want = x64 * scale.reshape(1, 3, 1) + shift.reshape(1, 3, 1)
-        np.testing.assert_allclose(y, np.maximum(want, 0) if relu else want, **TOL[dtype])
-    g = rng.standard_normal(x.shape).astype(dtype)
-    s, t = np.empty(3), np.empty(3)
-    K.parallel_for(K.bn_backward_sums, 3, x.size, g, x, mean, s, t)
-    np.testing.assert_allclose(s, g.astype(np.float64).sum(axis=(0, 2)), rtol=1e-5)
-    np.testing.assert_allclose(t, (g * (x64 - mean.reshape(1, 3, 1))).sum(axis=(0, 2)), rtol=1e-5)
+    want_mean = [sum(x64[:, c].ravel()) / 20 for c in range(3)]
+    want_var = [sum((v - want_mean[c]) ** 2 for v in x64[:, c].ravel()) / 20 for c in range(3)]
+    for training in (True, False):
+        mean = np.empty(3) if training else np.array([0.2, -1.0, 3.0])
+        var = np.empty(3) if training else np.array([1.5, 0.5, 2.0])
+        coef, y = np.empty((2, 3), dtype), np.empty_like(x)
+        K.parallel_for(K.bn_forward_channels, 3, x.size, x, gamma, beta, 1e-5, training, mean,
+                       var, coef[0], coef[1], y)
+        if training:
+            np.testing.assert_allclose(mean, want_mean, rtol=1e-6)
+            np.testing.assert_allclose(var, want_var, rtol=1e-6)
+        scale = gamma / np.sqrt(var + 1e-5)
+        want = (x64 - mean.reshape(1, 3, 1)) * scale.reshape(1, 3, 1) + beta.reshape(1, 3, 1)
+        np.testing.assert_allclose(y, want, **TOL[dtype])
+        g = rng.standard_normal(x.shape).astype(dtype)
+        inv_std = 1 / np.sqrt(var + 1e-5)
+        dx, dgamma, dbeta = np.empty_like(g), np.empty(3), np.empty(3)
+        K.parallel_for(K.bn_backward_channels, 3, x.size, g, x, mean, inv_std, gamma, training,
+                       np.empty((4, 3), dtype), dx, dgamma, dbeta)
+        g64, xc = g.astype(np.float64), x64 - mean.reshape(1, 3, 1)
+        s, t = g64.sum(axis=(0, 2)), (g64 * xc).sum(axis=(0, 2))
+        np.testing.assert_allclose(dbeta, s, rtol=1e-5)
+        np.testing.assert_allclose(dgamma, t * inv_std, rtol=1e-5)
+        a = (gamma * inv_std).reshape(1, 3, 1)
+        want_dx = a * g64
+        if training:        # the closed form, written out here from the definitions
+            want_dx = a * (g64 - s.reshape(1, 3, 1) / 20
+                           - xc * (inv_std ** 2 * t).reshape(1, 3, 1) / 20)
+        np.testing.assert_allclose(dx, want_dx, **TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
