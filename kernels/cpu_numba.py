@@ -409,6 +409,16 @@ def relu_forward(x, y, lo, hi):
 
 
 @njit(nogil=True, cache=True)
+def add_forward(x, y, z, lo, hi):
+    """z = x + y (flat, contiguous, same shape)."""
+    xv = x[lo:hi]
+    yv = y[lo:hi]
+    zv = z[lo:hi]
+    for i in range(hi - lo):
+        zv[i] = xv[i] + yv[i]
+
+
+@njit(nogil=True, cache=True)
 def relu_backward(g, y, dx, lo, hi):
     """dx = g where the output y > 0, else 0."""
     gv = g[lo:hi]
@@ -1033,6 +1043,13 @@ def relu(x):
     y = np.empty_like(x)
     parallel_for(relu_forward, x.size, x.size, x.reshape(-1), y.reshape(-1))
     return y
+
+
+def add(x, y):
+    """x + y for two contiguous arrays of one shape and dtype, in one parallel pass."""
+    z = np.empty_like(x)
+    parallel_for(add_forward, x.size, x.size, x.reshape(-1), y.reshape(-1), z.reshape(-1))
+    return z
 
 
 def relu_grad(g, y):

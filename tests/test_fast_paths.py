@@ -311,6 +311,9 @@ def test_relu_and_sgd_kernels(dtype, split_work):
     dx = np.empty_like(g)
     K.parallel_for(K.relu_backward, 50, 50, g, y, dx)
     np.testing.assert_array_equal(dx, np.where(x > 0, g, 0))
+    z = np.empty_like(x)
+    K.parallel_for(K.add_forward, 50, 50, x, g, z)
+    np.testing.assert_array_equal(z, (x.astype(np.float64) + g).astype(dtype))   # exact, rounded once
     # SGD, momentum 0.9, dampening 0.1, wd 0.01, two steps, with and without Nesterov
     for nesterov in (False, True):
         damp = 0.0 if nesterov else 0.1
@@ -428,6 +431,19 @@ def test_batch_norm_fast_equals_reference(dtype, training, shape):
 def test_relu_fast_equals_reference(dtype):
     x = distinct(np.random.default_rng(9), (3, 4, 5), dtype)
     assert_same(run_both(F.relu, [x]), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_add_fast_equals_reference(dtype):
+    rng = np.random.default_rng(13)
+    x, y = rng.standard_normal((2, 3, 4, 5)).astype(dtype), rng.standard_normal((2, 3, 4, 5))
+    assert_same(run_both(lambda a, b: a + b, [x, y.astype(dtype)]), dtype)
+    from minigrad.ops import math
+    a, b = minigrad.Tensor(x, requires_grad=True), minigrad.Tensor(y.astype(dtype))
+    with config.fast_mode():
+        assert type((a + b)._ctx) is math.AddFast
+        assert type((a + b[:, :, :1])._ctx) is math.Add          # broadcasting: the reference
+        assert type((a + 1.5)._ctx) is math.Add
 
 
 @pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 1e-2),

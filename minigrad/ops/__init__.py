@@ -12,8 +12,9 @@ name, e.g. :func:`minigrad.ops.math.exp`).
 * ``norm``: batch normalisation, local response normalisation
 * ``loss``: cross-entropy
 
-Where an op has faster implementations (conv, max-pool, batch norm, ReLU on
-the CPU fast path of :mod:`minigrad.config`; conv, max-pool and LRN on a GPU),
+Where an op has faster implementations (conv, max-pool, batch norm, ReLU and
+the addition of two same-shape arrays on the CPU fast path of
+:mod:`minigrad.config`; conv, max-pool and LRN on a GPU),
 the class named after the op is the reference math, the first thing in its
 file, and the faster variants are subclasses beside it (``Conv2dFast``,
 ``Conv2dCuda``...) that override ``forward`` and ``backward`` together.  The
