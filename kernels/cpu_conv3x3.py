@@ -129,25 +129,34 @@ def shifted_planes(x, n0, n1, m, sh, j0=0, j1=3):
             d = sh[j, c]
             for t in range(m):
                 d[t] = 0
-            for b in range(n1 - n0):
-                src = x[n0 + b, c].ravel()
-                dv = d[m + b * s:]
-                if j == 1:
+        for b in range(n1 - n0):
+            src = x[n0 + b, c].ravel()
+            base = m + b * s
+            if j0 == 0 and j1 == 3:         # all three from one read of the image
+                d0, d1, d2 = sh[0, c, base + 1:], sh[1, c, base:], sh[2, c, base - 1:]
+                for t in range(plane):
+                    v = src[t]
+                    d0[t] = v
+                    d1[t] = v
+                    d2[t] = v
+                sh[2, c, base - 1] = 0      # (written into the padding before the image)
+            else:
+                for j in range(j0, j1):
+                    dv = sh[j, c, base + 1 - j:]
                     for t in range(plane):
                         dv[t] = src[t]
-                elif j == 0:                        # x[.., ox − 1]: shift right
-                    dv1 = dv[1:]
-                    for t in range(plane - 1):
-                        dv1[t] = src[t]
-                    for oy in range(h):
-                        dv[oy * w] = 0
-                else:                               # x[.., ox + 1]: shift left
-                    src1 = src[1:]
-                    for t in range(plane - 1):
-                        dv[t] = src1[t]
-                    for oy in range(h):
-                        dv[oy * w + w - 1] = 0
-                for t in range(plane, s):           # the padding after the image
+                if j0 <= 2 < j1:
+                    sh[2, c, base - 1] = 0
+            # each shift wraps one pixel per row into the next row: the zero
+            # padding column; then the padding after the image
+            for oy in range(h):
+                if j0 == 0:
+                    sh[0, c, base + oy * w] = 0
+                if j1 == 3:
+                    sh[2, c, base + oy * w + w - 1] = 0
+            for j in range(j0, j1):
+                dv = sh[j, c, base + plane:]
+                for t in range(m):
                     dv[t] = 0
 
 
