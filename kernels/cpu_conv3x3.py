@@ -393,7 +393,7 @@ def conv3x3_input_grad_s2(sg, w9t, m, nb, dx, n0, c0, c1):
 # ---------------------------------------------------------------------------
 # Weight gradient
 # ---------------------------------------------------------------------------
-SUM_TILE = 1024     # positions per partial sum (dY's tile stays in L1)
+SUM_TILE = 2048     # positions per partial sum (dY's tile stays in L1)
 
 
 @njit(nogil=True, cache=True, fastmath=_FMA_SUMS)
