@@ -65,7 +65,7 @@ from numba.core.extending import intrinsic
 _FMA = {"contract"}
 _FMA_SUMS = {"contract", "reassoc"}
 
-TILE = 512          # output positions per accumulator tile (4 channels: 8 KiB of float32)
+TILE = 1024         # output positions per accumulator tile (4 channels: 16 KiB of float32)
 _ACC = 4 * TILE     # accumulator elements (a constant for the compiler)
 
 
