@@ -309,15 +309,18 @@ def peak_rss(which, threads, steps=5):
 # ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
-def machine(threads):
-    cpu = "unknown"
+def cpu_model():
+    """The CPU's model name (from /proc/cpuinfo), or "unknown"."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return "unknown"
+
+
+def machine(threads):
     import numba
     blas = "unknown"
     try:
@@ -327,7 +330,7 @@ def machine(threads):
     except Exception:
         pass
     lines = [
-        f"- CPU: {cpu}, {os.cpu_count()} logical cores visible",
+        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores visible",
         f"- threads: {threads} (NumPy's BLAS, Numba and PyTorch alike)",
         f"- Python {platform.python_version()}, NumPy {np.__version__} ({blas}), "
         f"Numba {numba.__version__} (kernels on minigrad's own thread pool)",
@@ -356,10 +359,12 @@ the matrix products to NumPy's BLAS.  The plain NumPy code in
 `with minigrad.reference_mode():` switches back to it, and the tests check
 that both give the same numbers.
 
-The table below is produced by `python -m benchmarks` (medians of {runs} runs after
-warm-up, minigrad and PyTorch timed in the same process with the same number
-of threads, their calls alternating with an untimed 50 ms pause before each, so
-neither starts while the other's threads are still busy; float32, NCHW).  The
+The tables below, one per machine (its CPU model and the date of the run in
+the heading), are produced by `python -m benchmarks` (medians of {runs} runs
+after warm-up, minigrad and PyTorch timed in the same process with the same
+number of threads, their calls alternating with an untimed 50 ms pause before
+each, so neither starts while the other's threads are still busy; float32,
+NCHW).  A run replaces the table of its own CPU and keeps the others.  The
 last column is minigrad's median time divided by PyTorch's: 1.00x is parity,
 2.00x is half PyTorch's speed.  GFLOP/s counts
 the multiply-adds of the convolutions and linear layers (x2), three products
@@ -371,27 +376,53 @@ under "Machine" and rerun: a busy machine slows both sides, but not equally.
 # Everything from this line on in docs/benchmarks.md is written by hand (how
 # to read the figures, earlier runs) and is kept when the table is rewritten.
 NOTES_MARK = "<!-- notes below are kept when python -m benchmarks rewrites this file -->"
+# Each machine's table sits between these two lines; a run replaces the table
+# of its own CPU and keeps the others.
+SECTION_START = "<!-- machine: {} -->"
+SECTION_END = "<!-- end of machine -->"
 
 
-def _kept_notes(path):
+def _old_parts(path):
+    """(the tables of other machines by CPU name in file order, the notes) of
+    an existing report."""
     try:
         old = path.read_text(encoding="utf-8")
     except OSError:
-        return ""
+        return {}, ""
     i = old.find(NOTES_MARK)
-    return "\n" + old[i:] if i >= 0 else ""
+    notes = "\n" + old[i:] if i >= 0 else ""
+    body = old[:i] if i >= 0 else old
+    sections = {}
+    start = SECTION_START.split("{}")[0]
+    for chunk in body.split(start)[1:]:
+        name, _, rest = chunk.partition(" -->")
+        sections[name] = start + chunk[:len(name) + 4 + rest.find(SECTION_END) + len(SECTION_END)]
+    return sections, notes
 
 
-def write_report(path, rows, rss, threads, runs, done=True):
-    text = HEADER.format(runs=runs) + "\n" + table(rows) + "\n\n"
+def machine_section(rows, rss, threads, done=True):
+    """This machine's part of the report: its table, peak memory and details."""
+    cpu = cpu_model()
+    text = SECTION_START.format(cpu) + "\n"
+    text += f"## {cpu}, {os.cpu_count()} logical cores, {time.strftime('%Y-%m-%d')}\n\n"
+    text += table(rows) + "\n\n"
     if not done:
         text += "(Run in progress or stopped early: the items above are the ones it finished.)\n\n"
     if rss:
         text += "Peak resident memory of a ResNet-20 training loop at batch 128 "
         text += "(separate process, 5 steps): "
         text += ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items() if v) + ".\n\n"
-    text += "## Machine\n\n" + machine(threads) + "\n"
-    text += _kept_notes(path)
+    text += "Machine:\n\n" + machine(threads) + "\n" + SECTION_END
+    return text
+
+
+def write_report(path, rows, rss, threads, runs, done=True):
+    """Rewrite ``path``: the method, then one table per machine (this run's
+    replaces the one of the same CPU), then the hand-written notes."""
+    others, notes = _old_parts(path)
+    others.pop(cpu_model(), None)
+    sections = [machine_section(rows, rss, threads, done)] + list(others.values())
+    text = HEADER.format(runs=runs) + "\n" + "\n\n".join(sections) + "\n" + notes
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")

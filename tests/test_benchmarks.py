@@ -23,4 +23,19 @@ def test_report_without_notes_has_none(tmp_path):
     run.write_report(out, [], {}, threads=2, runs=10, done=False)
     text = out.read_text(encoding="utf-8")
     assert run.NOTES_MARK not in text
-    assert "stopped early" in text and "## Machine" in text
+    assert "stopped early" in text and "Machine:" in text
+
+
+def test_report_keeps_one_table_per_machine(tmp_path, monkeypatch):
+    """A run replaces the table of its own CPU and keeps the other machines'."""
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# x\n\n" + run.NOTES_MARK + "\n\nnotes\n", encoding="utf-8")
+    row = lambda ms: [run.Row("resnet20 training step, batch 128", (ms, ms), (1.0, 1.0))]
+    for cpu, ms in [("AMD EPYC", 11.0), ("Intel Xeon", 22.0), ("AMD EPYC", 33.0)]:
+        monkeypatch.setattr(run, "cpu_model", lambda cpu=cpu: cpu)
+        run.write_report(out, row(ms), {}, threads=2, runs=10)
+    text = out.read_text(encoding="utf-8")
+    assert text.count("## AMD EPYC, ") == 1 and text.count("## Intel Xeon, ") == 1
+    assert "| 33.0 |" in text and "| 22.0 |" in text and "| 11.0 |" not in text
+    assert text.index("## AMD EPYC") < text.index("## Intel Xeon")     # the latest run first
+    assert text.endswith(run.NOTES_MARK + "\n\nnotes\n")
