@@ -66,7 +66,12 @@ _FMA = {"contract"}
 _FMA_SUMS = {"contract", "reassoc"}
 
 TILE = 1024         # output positions per accumulator tile (4 channels: 16 KiB of float32)
-_ACC = 4 * TILE     # accumulator elements (a constant for the compiler)
+# The accumulators of the 4 channels are SKEW elements more than a tile apart:
+# loads and stores 4 KiB apart look alike to the CPU's check of a load
+# against earlier stores ("4K aliasing") and stall, which made the kernel
+# up to 2x slower with planes exactly 4 KiB long.
+SKEW = 32
+_ACC = 4 * (TILE + SKEW)    # accumulator elements (a constant for the compiler)
 
 
 # ---------------------------------------------------------------------------
@@ -269,13 +274,14 @@ def conv3x3_tiles(rows, offsets, w9, m, nb, bias, use_bias, y, n0, kb0, kb1):
     s = plane + m
     total = nb * s - m                  # positions of every image and the padding between
     tile = min(total, TILE)
+    ps = tile + SKEW                    # from one channel's accumulators to the next
     acc = carray(_stack_pointer(y, _ACC), (_ACC,))
-    a0, a1, a2, a3 = acc[:tile], acc[tile:2 * tile], acc[2 * tile:3 * tile], acc[3 * tile:]
+    a0, a1, a2, a3 = acc[:tile], acc[ps:ps + tile], acc[2 * ps:2 * ps + tile], acc[3 * ps:]
     for kb in range(kb0, kb1):
         k = 4 * kb
         for u0 in range(0, total, tile):
             n = min(tile, total - u0)
-            for t in range(4 * tile):
+            for t in range(4 * ps):
                 acc[t] = 0
             for c in range(c_in):
                 p = m + u0
@@ -292,7 +298,7 @@ def conv3x3_tiles(rows, offsets, w9, m, nb, bias, use_bias, y, n0, kb0, kb1):
                     a2[t] = _fma9(a2[t], w2, v0, v1, v2, v3, v4, v5, v6, v7, v8)
                     a3[t] = _fma9(a3[t], w3, v0, v1, v2, v3, v4, v5, v6, v7, v8)
             for kk in range(min(4, k_out - k)):
-                _tile_to_nchw(acc[kk * tile:], u0, n, s, plane, bias, use_bias, y, n0, k + kk)
+                _tile_to_nchw(acc[kk * ps:], u0, n, s, plane, bias, use_bias, y, n0, k + kk)
 
 
 @njit(nogil=True, cache=True)
