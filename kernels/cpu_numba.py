@@ -793,7 +793,8 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
             nb = n1 - n0
             total = lay_g.total(nb)
             lay_g.fill(g, n0, n1, sg, j0, j1)
-            plane_sums(sg[1], lay_g.m, total, db[i])
+            if need_b:
+                plane_sums(sg[1], lay_g.m, total, db[i])
             if need_x and stride == 1:
                 conv3x3_tiles(rows, offsets, w9t, lay_g.m, nb, no_bias, False, dx3, n0, 0,
                               len(w9t) // 4)
