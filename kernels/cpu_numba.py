@@ -20,7 +20,10 @@ path, the code to read first); these compute the same numbers faster by
   fault per 4 KiB the first time it is touched, which can cost more than the
   work itself).
 
-The matrix products themselves are left to NumPy's BLAS.
+3x3 convolutions with padding 1 (stride 1 or 2, up to 128x128 channels)
+run on the direct kernels of ``kernels/cpu_conv3x3.py``, which read three
+shifted copies of each input channel instead of im2col's nine; the other
+convolutions and the wide layers go through im2col and NumPy's BLAS.
 
 Conventions: arrays are C-contiguous NCHW; outputs are the last argument(s)
 and are fully overwritten; float32 and float64 both work (float64 is what the
