@@ -16,6 +16,11 @@ This file is the whole engine; the operations themselves live in ``minigrad/ops`
   them in ``.grad`` of the leaves (and of any tensor that asked with
   :meth:`Tensor.retain_grad`).  The graph is freed as it is walked unless
   ``retain_graph=True``.
+* A leaf's ``.grad`` is final as soon as every op that used it has been
+  walked, and the order puts each leaf right after its last user: the last
+  layer's weights are done while the earlier layers' backward is still to
+  come.  :meth:`Tensor.register_post_accumulate_grad_hook` is called at that
+  moment (data-parallel training starts averaging those gradients there).
 """
 from __future__ import annotations
 
@@ -136,6 +141,7 @@ class Tensor:
 
     __array_priority__ = 1000   # make ``ndarray + Tensor`` call Tensor.__radd__
     __hash__ = object.__hash__  # comparisons return Tensors, identity hashes
+    _post_accumulate_hooks = ()  # a list of its own once a hook is registered
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None, name=None):
         if isinstance(data, Tensor):
@@ -233,6 +239,18 @@ class Tensor:
         self._hooks.append(hook)
         return _HookHandle(self._hooks, hook)
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` during backward right after this leaf's
+        ``.grad`` has received its last contribution of that backward (so
+        ``tensor.grad`` is final for it).  Leaves only.  Returns a remover."""
+        if self._ctx is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors "
+                               "(parameters, inputs) accumulate a .grad")
+        if not self._post_accumulate_hooks:
+            self._post_accumulate_hooks = []
+        self._post_accumulate_hooks.append(hook)
+        return _HookHandle(self._post_accumulate_hooks, hook)
+
     def zero_grad(self):
         self.grad = None
 
@@ -269,6 +287,8 @@ class Tensor:
             if fn is None or node._retain_grad:
                 node.grad = Tensor._wrap(g if node.grad is None else node.grad.data + g)
             if fn is None:
+                for hook in node._post_accumulate_hooks:
+                    hook(node)
                 continue
             if getattr(fn, "freed", False):
                 raise RuntimeError(f"backward through {fn.name} a second time: its saved arrays "
@@ -377,6 +397,8 @@ def _topological_order(root):
 
     Iterative depth-first search: a node is emitted after all its inputs, and
     the list is reversed, so every node comes before the nodes it depends on.
+    A node's leaf inputs are visited after its other inputs, so each leaf lands
+    right behind the op that used it (the order of the ops is unchanged).
     """
     order, visited = [], set()
     stack = [(root, False)]
@@ -391,9 +413,9 @@ def _topological_order(root):
         stack.append((node, True))
         fn = node._ctx
         if fn is not None and not getattr(fn, "freed", False):
-            for parent in fn.inputs:
-                if parent.requires_grad and id(parent) not in visited:
-                    stack.append((parent, False))
+            parents = [p for p in fn.inputs if p.requires_grad and id(p) not in visited]
+            stack.extend((p, False) for p in parents if p._ctx is None)        # popped last
+            stack.extend((p, False) for p in parents if p._ctx is not None)
     order.reverse()
     return order
 
