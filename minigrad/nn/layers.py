@@ -214,11 +214,14 @@ class _BatchNorm(Module):
                 raise ValueError(f"{type(self).__name__}({self.extra_repr()}): training needs "
                                  f"more than 1 value per channel, got input shape {shape}")
         track = not self.training or self.track_running_stats
-        return F.batch_norm(x,
-                            self.running_mean if track else None,
-                            self.running_var if track else None,
-                            self.weight, self.bias, training=use_batch_stats,
-                            momentum=factor, eps=self.eps)
+        return self._normalize(x, self.running_mean if track else None,
+                               self.running_var if track else None, use_batch_stats, factor)
+
+    def _normalize(self, x, running_mean, running_var, use_batch_stats, momentum):
+        """The normalisation itself, once the input is checked (SyncBatchNorm
+        takes the batch statistics over all ranks here)."""
+        return F.batch_norm(x, running_mean, running_var, self.weight, self.bias,
+                            training=use_batch_stats, momentum=momentum, eps=self.eps)
 
 
 class BatchNorm1d(_BatchNorm):
