@@ -5,6 +5,8 @@ from setuptools import find_packages, setup
 
 here = Path(__file__).parent
 
+linux_x86_64 = 'platform_system == "Linux" and platform_machine == "x86_64"'
+
 setup(
     name="minigrad",
     version="0.1.0",
@@ -27,6 +29,10 @@ setup(
     ],
     extras_require={
         "cuda": ["cupy-cuda12x>=13", "numba-cuda"],
+        # data-parallel training (minigrad.distributed): mpi4py and an MPI from the package
+        # index, MPICH, whose mpiexec lands beside the Python that installs it (on Windows
+        # mpi4py uses Microsoft MPI, installed separately)
+        "distributed": ["mpi4py>=4", 'mpich; platform_system != "Windows"'],
         "dev": [
             "pytest>=7",
             "hypothesis>=6",
@@ -35,7 +41,10 @@ setup(
             "ipykernel>=6",
             # NVRTC from CUDA 12 (the compiler CuPy uses at run time) checks that the
             # CUDA C kernels compile for Volta, which CUDA 13's nvcc no longer targets
-            'nvidia-cuda-nvrtc-cu12; platform_system == "Linux" and platform_machine == "x86_64"',
+            f"nvidia-cuda-nvrtc-cu12; {linux_x86_64}",
+            # the multi-rank tests run under MPICH's mpiexec (tests/test_distributed.py)
+            f"mpi4py>=4; {linux_x86_64}",
+            f"mpich; {linux_x86_64}",
         ],
     },
     classifiers=[
