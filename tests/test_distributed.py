@@ -374,3 +374,14 @@ def test_nccl_backend_on_one_gpu(monkeypatch):
         assert w.grad is not None and b.grad is not None
     finally:
         dist.destroy_process_group()
+
+
+def test_ring_allreduce_estimate_of_the_docs():
+    from benchmarks.distributed_bench import ring_allreduce_seconds
+    # 2 machines, 1 GB at 8 Gb/s: each sends and receives half of it twice: 1 s
+    assert ring_allreduce_seconds(10 ** 9, 2, 8, bucket_mb=1024, latency_s=0) == pytest.approx(1.0)
+    # 3 machines, 1 MiB in one bucket: 4/3 MiB over 100 Gb/s plus 4 steps of 1 ms
+    assert ring_allreduce_seconds(2 ** 20, 3, 100, latency_s=1e-3) == pytest.approx(
+        4 / 3 * 2 ** 20 / 12.5e9 + 4e-3)
+    # 60 MiB in 25 MiB buckets: 3 buckets of latency
+    assert ring_allreduce_seconds(60 * 2 ** 20, 2, 1e9, latency_s=1.0) == pytest.approx(6.0, 1e-3)

@@ -37,6 +37,7 @@ all-gather waits for the all-gathers of the reductions asked for before it).
 from __future__ import annotations
 
 import collections
+import os
 import sys
 
 import numpy as np
@@ -54,6 +55,16 @@ def _import_mpi():
             "(`pip install \"minigrad[distributed]\"` installs mpi4py and MPICH); "
             f"importing mpi4py failed: {exc}") from exc
     return MPI
+
+
+def _wait(request):
+    """Wait for an MPI request, offering the core to other processes between
+    polls.  MPI's own ``Wait`` spins at full speed: on a machine with more
+    busy processes than cores, a waiting rank would take turns on a core
+    away from the rank it is waiting for.  On an idle core the yield returns
+    at once, so nothing is lost there."""
+    while not request.Test():
+        os.sched_yield()
 
 
 def _host_buffer(array):
@@ -83,7 +94,7 @@ class _Request:
         return True
 
     def wait(self):
-        self.request.Wait()
+        _wait(self.request)
         self.copy_back()
 
 
@@ -123,7 +134,7 @@ class _SumInRankOrder:
 
     def wait(self):
         self.mpi.start_second_phases(until=self)
-        self.second.Wait()
+        _wait(self.second)
         self.copy_back()
 
 
@@ -196,7 +207,7 @@ class MPIBackend:
         while self.unstarted:
             head = self.unstarted[0]
             if until is not None and until.second is None:
-                head.first.Wait()
+                _wait(head.first)
             elif not head.first.Test():
                 return
             self.unstarted.popleft()
@@ -206,17 +217,17 @@ class MPIBackend:
         if self.world_size == 1:
             return
         buf, copy_back = _host_buffer(array)
-        self.comm.Bcast(buf, root=src)
+        _wait(self.comm.Ibcast(buf, root=src))
         copy_back()
 
     def all_gather(self, array, out):
         inp, _ = _host_buffer(array)
         buf, copy_back = _host_buffer(out)
-        self.comm.Allgather(inp, buf)
+        _wait(self.comm.Iallgather(inp, buf))
         copy_back()
 
     def barrier(self):
-        self.comm.Barrier()
+        _wait(self.comm.Ibarrier())
 
     def all_gather_object(self, obj):
         return self.comm.allgather(obj)
