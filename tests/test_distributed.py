@@ -65,6 +65,10 @@ def test_group_of_one_needs_no_mpi_and_leaves_values_alone(monkeypatch):
         np.testing.assert_array_equal(t.numpy(), [1.5, -2.0])
         out = mg.Tensor(np.zeros((1, 2)))
         dist.all_gather_into_tensor(out, t)
+        square = np.arange(4.0).reshape(2, 2)
+        strided = np.zeros((2, 4))[:, :2]                   # a view that cannot be flattened
+        dist.all_gather_into_tensor(strided, square)
+        np.testing.assert_array_equal(strided, square)
         parts = [mg.Tensor(np.zeros(2))]
         dist.all_gather(parts, t)
         objs = [None]
@@ -91,6 +95,14 @@ def test_bad_arguments_give_clear_errors(group_of_one):
         dist.all_gather_into_tensor(mg.Tensor(np.zeros(3)), mg.Tensor(np.ones(2)))
     with pytest.raises(ValueError, match="one entry per rank"):
         dist.all_gather_object([None, None], 1)
+
+
+def test_under_mpiexec_without_mpi4py_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)          # import mpi4py fails
+    monkeypatch.setenv("PMI_SIZE", "2")                       # as if started by mpiexec
+    with pytest.raises(RuntimeError, match=r"pip install \"minigrad\[distributed\]\""):
+        dist.init_process_group()
+    assert not dist.is_initialized()
 
 
 def test_unknown_backend_is_refused():

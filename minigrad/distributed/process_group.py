@@ -80,7 +80,7 @@ class SingleProcess:
         pass
 
     def all_gather(self, array, out):
-        out.reshape(-1)[...] = array.reshape(-1)
+        out[...] = array.reshape(out.shape)
 
     def barrier(self):
         pass
