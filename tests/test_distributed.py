@@ -397,3 +397,17 @@ def test_ring_allreduce_estimate_of_the_docs():
         4 / 3 * 2 ** 20 / 12.5e9 + 4e-3)
     # 60 MiB in 25 MiB buckets: 3 buckets of latency
     assert ring_allreduce_seconds(60 * 2 ** 20, 2, 1e9, latency_s=1.0) == pytest.approx(6.0, 1e-3)
+
+
+def test_share_cores_gives_each_rank_its_share_of_threads():
+    from threadpoolctl import threadpool_info
+    from minigrad import config
+    before = config.get_num_threads()
+    limiter = dist.share_cores(10 ** 6)            # more ranks than cores: one thread each
+    try:
+        assert config.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info()
+                   if pool["user_api"] == "blas")
+    finally:
+        limiter.restore_original_limits()
+        config.set_num_threads(before)

@@ -119,6 +119,9 @@ def init_process_group(backend: str | None = None) -> None:
 
     With more than one rank, an uncaught exception on any rank aborts every
     rank (``MPI_Abort``), so a crash cannot leave the others waiting forever.
+    With several ranks on one machine, the cores are shared among them
+    (:func:`share_cores`) unless ``NUMBA_NUM_THREADS`` or ``OMP_NUM_THREADS``
+    says otherwise.
     """
     global _group
     if _group is not None:
@@ -149,6 +152,26 @@ def init_process_group(backend: str | None = None) -> None:
             raise
     else:
         _group = host
+    if _group.local_world_size > 1 and not any(
+            os.environ.get(v) for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")):
+        share_cores(_group.local_world_size)
+
+
+def share_cores(ranks_on_this_machine: int):
+    """Give this rank its share of the machine's cores: ``cores // ranks``
+    threads (at least 1) for minigrad's kernels and for the BLAS.
+
+    Each process would otherwise start one thread per core for each, and N
+    ranks would run N times as many threads as there are cores; the BLAS
+    threads spin while they wait, and a step then takes several times as
+    long.  Returns threadpoolctl's limiter (``restore_original_limits()``
+    undoes the BLAS part)."""
+    from threadpoolctl import threadpool_limits
+    from .. import config
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // ranks_on_this_machine)
+    config.set_num_threads(min(threads, config.get_num_threads()))
+    return threadpool_limits(limits=threads)
 
 
 def destroy_process_group() -> None:
