@@ -8,19 +8,24 @@ For a global batch of 128 CIFAR-sized images it times one training step
 (forward, backward, SGD with momentum) of
 
 * one process with two threads on the 128 images, and
-* two processes (``mpiexec -n 2``) with one thread each on 64 images each,
-  wrapped in DistributedDataParallel: without averaging (``no_sync()``, the
-  compute alone), with buckets of several sizes, and with SyncBatchNorm;
+* two processes with one thread each on 64 images each, wrapped in
+  DistributedDataParallel: without averaging (``no_sync()``: the compute
+  alone), with buckets of several sizes, and with SyncBatchNorm;
 
-the time each step waits at the end of backward for the averaging to finish
-(what did not overlap with backward), the averaging's share of the step, and
-one all-reduce of the whole gradient alone.  The configurations take turns,
-one step each per round, and the one-process and two-process runs take turns
-``--repeats`` times; the tables give the median over the repeats of each
-run's median (and the range).  The machine may be shared: the load average
-before and after is printed.  Then the estimate of a ring all-reduce of the
-gradients of ResNet-20, ResNet-56 and VGG-16 over N machines.  Everything is
-printed as Markdown tables.
+and reports the time each step waits at the end of backward for the
+averaging (what did not overlap with backward; it includes waiting for the
+slower rank), the averaging's share of the step (against ``no_sync``), the
+time SyncBatchNorm spends in its collectives, and one all-reduce of the whole
+gradient alone.
+
+Everything runs in one ``mpiexec -n 2`` job, and the configurations take
+turns, one step each per round, so a change of the machine's load hits them
+all alike: for the one-process configuration rank 0 steps alone with two
+threads while rank 1 sleeps.  The job is repeated ``--repeats`` times; the
+tables give the median of the jobs' medians and their range, with the load
+average before and after (the machine may be shared).  Then the estimate of
+a ring all-reduce of the gradients of ResNet-20, ResNet-56 and VGG-16 over N
+machines.  Everything is printed as Markdown tables.
 """
 from __future__ import annotations
 
@@ -43,21 +48,22 @@ LINKS_GBIT = (10, 25, 100)
 MACHINES = (2, 4, 8, 16, 64)
 LATENCY_S = 25e-6        # assumed time per message step on a LAN (TCP: 10-50 µs)
 ESTIMATE_BUCKET_MB = 25
+SOLO = "1 process × 2 threads, 128 images"
+NO_SYNC = "2 processes × 1 thread, 64 images each, no averaging (`no_sync`)"
 
 
 # ---------------------------------------------------------------------------
-# Workers: run in their own processes, print one JSON line
+# The worker: every rank of the mpiexec job; rank 0 prints one JSON line
 # ---------------------------------------------------------------------------
-def _batch(n, seed=0):
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, n)
-
-
-def _model(name, seed=0):
+def _model(name):
     import minigrad
-    minigrad.manual_seed(seed)
+    minigrad.manual_seed(0)
     return minigrad.models.create(name)
+
+
+def _sgd(model):
+    import minigrad
+    return minigrad.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
 
 
 def _step(model, opt, x, y, sync=True):
@@ -69,91 +75,126 @@ def _step(model, opt, x, y, sync=True):
     opt.step()
 
 
-def _sgd(model):
-    import minigrad
-    return minigrad.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+def _time_sync_batchnorm_collectives():
+    """Make SyncBatchNorm's collectives note their seconds in the returned list."""
+    import minigrad.distributed as dist
+    from minigrad.nn import sync_batchnorm
+    seconds = []
+
+    class Timed:
+        def __getattr__(self, name):
+            return getattr(dist, name)
+
+        def all_gather_into_tensor(self, *args):
+            t0 = time.perf_counter()
+            dist.all_gather_into_tensor(*args)
+            seconds.append(time.perf_counter() - t0)
+
+        def all_reduce(self, *args, **kwargs):
+            t0 = time.perf_counter()
+            dist.all_reduce(*args, **kwargs)
+            seconds.append(time.perf_counter() - t0)
+
+    sync_batchnorm.dist = Timed()
+    return seconds
 
 
-def worker_one(name, rounds):
-    """One process, all its threads, the whole batch."""
+def _sleeping_barrier():
+    """A barrier that sleeps while it waits (so a rank waiting for rank 0's
+    solo step leaves both cores to it)."""
     import numpy as np
-    import minigrad
-    model = _model(name)
-    opt = _sgd(model)
-    x, y = _batch(GLOBAL_BATCH)
-    x = minigrad.Tensor(x)
-    times = []
-    for i in range(rounds + 2):
-        t0 = time.perf_counter()
-        _step(model, opt, x, y)
-        if i >= 2:                                  # two warm-up steps
-            times.append(time.perf_counter() - t0)
-    print(json.dumps({"step_ms": 1e3 * float(np.median(times)),
-                      "params": model.num_parameters()}))
+    import minigrad.distributed as dist
+    work = dist.all_reduce(np.zeros(1), async_op=True)
+    while not work.is_completed():
+        time.sleep(0.0005)
 
 
-def worker_ddp(name, rounds, buckets_mb, sync_bn):
-    """Two ranks (or more), one thread each, the batch split between them."""
+def worker(name, rounds, buckets_mb, sync_bn):
     import numpy as np
     import minigrad
     import minigrad.distributed as dist
+    from minigrad import config
     from minigrad.nn.parallel import DistributedDataParallel
     dist.init_process_group()
     rank, world = dist.get_rank(), dist.get_world_size()
-    x, y = _batch(GLOBAL_BATCH)
+    config.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((GLOBAL_BATCH, 3, 32, 32)).astype(np.float32)
+    labels = rng.integers(0, 10, GLOBAL_BATCH)
     share = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
-    x, y = minigrad.Tensor(x[share]), y[share]
+    x, y = minigrad.Tensor(images[share]), labels[share]
+    in_bn = _time_sync_batchnorm_collectives()
 
-    configs = {}          # label -> (model, optimizer, sync?, seconds waited per step)
+    configs = {}          # label -> a function doing one step; waits at the end of backward
+    waits = {}
+    solo = _model(name)
+    solo_opt = _sgd(solo)
+
+    def solo_step():
+        if rank == 0:
+            config.set_num_threads(2)
+            _step(solo, solo_opt, minigrad.Tensor(images), labels)
+            config.set_num_threads(1)
+    configs[SOLO] = solo_step
 
     def add(label, cap, sync=True, sync_bn_layers=False):
         net = _model(name)
         if sync_bn_layers:
             net = minigrad.nn.SyncBatchNorm.convert_sync_batchnorm(net)
         ddp = DistributedDataParallel(net, bucket_cap_mb=cap)
-        waits = []
+        opt = _sgd(ddp)
+        waits[label] = []
         finish = ddp._finish
 
         def timed_finish():                         # the wait at the end of backward
             t0 = time.perf_counter()
             finish()
-            waits.append(time.perf_counter() - t0)
+            waits[label].append(time.perf_counter() - t0)
         ddp._finish = timed_finish
-        configs[label] = (ddp, _sgd(ddp), sync, waits, len(ddp._buckets))
+        configs[label] = lambda: _step(ddp, opt, x, y, sync)
+        return ddp
 
-    add("no_sync", 25, sync=False)
-    for cap in buckets_mb:
-        add(f"bucket {cap:g} MB", cap)
+    add(NO_SYNC, 25, sync=False)
+    buckets = {f"2 × 1, DDP, bucket {cap:g} MB": len(add(f"2 × 1, DDP, bucket {cap:g} MB",
+                                                          cap)._buckets)
+               for cap in buckets_mb}
     if sync_bn:
-        add("SyncBatchNorm, bucket 25 MB", 25, sync_bn_layers=True)
+        label = "2 × 1, DDP, SyncBatchNorm, bucket 25 MB"
+        buckets[label] = len(add(label, 25, sync_bn_layers=True)._buckets)
 
     times = {label: [] for label in configs}
-    for i in range(rounds + 2):
-        for label, (ddp, opt, sync, waits, _) in configs.items():
-            dist.barrier()
+    bn_seconds = {label: [] for label in configs}
+    bn_calls = 0
+    for i in range(rounds + 2):                     # two warm-up rounds
+        for label, step in configs.items():
+            _sleeping_barrier()
+            in_bn.clear()
             t0 = time.perf_counter()
-            _step(ddp, opt, x, y, sync)
+            step()
             if i >= 2:
                 times[label].append(time.perf_counter() - t0)
-            elif waits:
-                waits.pop()                         # warm-up steps do not count
+                bn_seconds[label].append(sum(in_bn))
+            elif waits.get(label):
+                waits[label].pop()
+            bn_calls = max(bn_calls, len(in_bn))
 
-    # one all-reduce of the whole gradient, alone (no computation around it)
-    grad = np.zeros(configs["no_sync"][0].module.num_parameters(), np.float32)
-    alone = []
+    grad = np.zeros(solo.num_parameters(), np.float32)
+    alone = []                                      # the whole gradient, nothing around it
     for i in range(rounds + 2):
-        dist.barrier()
+        _sleeping_barrier()
         t0 = time.perf_counter()
         dist.all_reduce(grad, dist.ReduceOp.AVG)
         if i >= 2:
             alone.append(time.perf_counter() - t0)
 
-    result = {"allreduce_ms": 1e3 * float(np.median(alone)), "world": world, "configs": {}}
-    for label, (ddp, opt, sync, waits, buckets) in configs.items():
-        result["configs"][label] = {
-            "step_ms": 1e3 * float(np.median(times[label])),
-            "wait_ms": 1e3 * float(np.median(waits)) if waits else 0.0,
-            "buckets": buckets}
+    def ms(values):
+        return 1e3 * float(np.median(values)) if values else None
+    result = {"params": solo.num_parameters(), "allreduce_ms": ms(alone),
+              "bn_collectives": bn_calls if sync_bn else 0,
+              "configs": {label: {"step_ms": ms(times[label]), "wait_ms": ms(waits.get(label)),
+                                  "bn_ms": ms(bn_seconds[label]),
+                                  "buckets": buckets.get(label)}
+                          for label in configs}}
     if rank == 0:               # the ranks wait for each other every step: rank 0's times
         print(json.dumps(result))
     dist.destroy_process_group()
@@ -162,35 +203,25 @@ def worker_ddp(name, rounds, buckets_mb, sync_bn):
 # ---------------------------------------------------------------------------
 # The driver
 # ---------------------------------------------------------------------------
-def _run(cmd, threads):
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "NUMBA_NUM_THREADS"):
-        env[var] = str(threads)
-    out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        sys.exit(f"error: {' '.join(map(str, cmd))} failed:\n{out.stdout}\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def measure(name, rounds, repeats, buckets, sync_bn):
-    """``repeats`` turns of (one process, two processes); their results."""
+    """``repeats`` mpiexec jobs; their results and the load average around them."""
     import minigrad.distributed as dist
-    here = Path(__file__).resolve()
-    load_before = os.getloadavg()[0]
-    ones, ddps = [], []
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               NUMBA_NUM_THREADS="2")
+    cmd = dist.mpiexec_command(2, [Path(__file__).resolve(), "--worker", "--models", name,
+                                   "--rounds", rounds, "--buckets", buckets]
+                               + (["--sync-bn"] if sync_bn else []))
+    load_before, jobs = os.getloadavg()[0], []
     for _ in range(repeats):
-        ones.append(_run([sys.executable, here, "--worker", "one", "--models", name,
-                          "--rounds", str(rounds)], threads=2))
-        ddps.append(_run(dist.mpiexec_command(2, [here, "--worker", "ddp", "--models", name,
-                                                  "--rounds", rounds, "--buckets", buckets]
-                                              + (["--sync-bn"] if sync_bn else [])),
-                         threads=1))
-    return {"model": name, "one": ones, "ddp": ddps, "load": [load_before, os.getloadavg()[0]]}
+        out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"error: {' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
+        jobs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {"model": name, "jobs": jobs, "load": [load_before, os.getloadavg()[0]]}
 
 
 def _spread(values, fmt="{:.0f}"):
-    """'median (min–max)' of the repeats' values."""
+    """'median (min–max)' of the jobs' values."""
     import numpy as np
     if len(values) == 1:
         return fmt.format(values[0])
@@ -198,35 +229,35 @@ def _spread(values, fmt="{:.0f}"):
             + fmt.format(max(values)) + ")")
 
 
-def report_measured(results):
+def report_measured(result):
     import numpy as np
-    lines = []
-    for r in results:
-        ones, ddps = r["one"], r["ddp"]
-        params = ones[0]["params"]
-        lines += [f"**{r['model']}** ({params:,} parameters, {params * 4 / 2 ** 20:.2f} MiB of "
-                  f"float32 gradients; load average {r['load'][0]:.2f} before, "
-                  f"{r['load'][1]:.2f} after)", "",
-                  "| configuration | buckets | step (ms) | waiting at the end of backward (ms) "
-                  "| averaging's share of the step |",
-                  "|---|---|---|---|---|",
-                  f"| 1 process × 2 threads, 128 images | – | "
-                  f"{_spread([o['step_ms'] for o in ones])} | – | – |"]
-        for label, c in ddps[0]["configs"].items():
-            steps = [d["configs"][label]["step_ms"] for d in ddps]
-            name = ("2 processes × 1 thread, 64 images each, no averaging (`no_sync`)"
-                    if label == "no_sync" else f"2 × 1, DDP, {label}")
-            if label == "no_sync":
-                share = wait = "–"
-            else:
-                share = _spread([100 * (d["configs"][label]["step_ms"]
-                                        - d["configs"]["no_sync"]["step_ms"])
-                                 / d["configs"][label]["step_ms"] for d in ddps], "{:.1f}%")
-                wait = _spread([d["configs"][label]["wait_ms"] for d in ddps], "{:.1f}")
-            lines.append(f"| {name} | {c['buckets']} | {_spread(steps)} | {wait} | {share} |")
-        alone = float(np.median([d["allreduce_ms"] for d in ddps]))
-        lines += ["", f"One all-reduce (mean) of the whole gradient alone: {alone:.2f} ms.", ""]
-    return "\n".join(lines)
+    jobs = result["jobs"]
+    params = jobs[0]["params"]
+    lines = [f"**{result['model']}** ({params:,} parameters, {params * 4 / 2 ** 20:.2f} MiB of "
+             f"float32 gradients; load average {result['load'][0]:.2f} before, "
+             f"{result['load'][1]:.2f} after)", "",
+             "| configuration | buckets | step (ms) | waiting at the end of backward (ms) "
+             "| averaging's share of the step |",
+             "|---|---|---|---|---|"]
+    for label, c in jobs[0]["configs"].items():
+        steps = [j["configs"][label]["step_ms"] for j in jobs]
+        if label in (SOLO, NO_SYNC):
+            share = wait = "–"
+        else:
+            share = _spread([100 * (j["configs"][label]["step_ms"]
+                                    - j["configs"][NO_SYNC]["step_ms"])
+                             / j["configs"][label]["step_ms"] for j in jobs], "{:.1f}%")
+            wait = _spread([j["configs"][label]["wait_ms"] for j in jobs], "{:.1f}")
+        lines.append(f"| {label} | {c['buckets'] or '–'} | {_spread(steps)} | {wait} | "
+                     f"{share} |")
+    alone = float(np.median([j["allreduce_ms"] for j in jobs]))
+    lines += ["", f"One all-reduce (mean) of the whole gradient alone: {alone:.2f} ms."]
+    for label in jobs[0]["configs"]:
+        if "SyncBatchNorm" in label:
+            spent = _spread([j["configs"][label]["bn_ms"] for j in jobs])
+            lines.append(f"SyncBatchNorm's {jobs[0]['bn_collectives']} collectives per step took "
+                         f"{spent} ms of its step (waiting for the other rank included).")
+    return "\n".join(lines + [""])
 
 
 def ring_allreduce_seconds(nbytes, machines, link_gbit, bucket_mb=ESTIMATE_BUCKET_MB,
@@ -275,21 +306,18 @@ def main(argv=None):
     p.add_argument("--models", default="resnet20,resnet56",
                    help="comma-separated model names (default: resnet20,resnet56)")
     p.add_argument("--rounds", type=int, default=10, help="timed steps per configuration")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="turns of the one-process and the two-process run (default 3)")
+    p.add_argument("--repeats", type=int, default=3, help="mpiexec jobs per model (default 3)")
     p.add_argument("--buckets", default=",".join(f"{b:g}" for b in BUCKETS_MB),
                    help="bucket sizes in MiB (default: 25,1,0.25,0.05)")
     p.add_argument("--no-sync-bn", action="store_true", help="leave out the SyncBatchNorm row")
     p.add_argument("--estimate-only", action="store_true")
-    p.add_argument("--worker", choices=["one", "ddp"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--sync-bn", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
-    buckets = [float(b) for b in args.buckets.split(",") if b]
-    if args.worker == "one":
-        return worker_one(models[0], args.rounds)
-    if args.worker == "ddp":
-        return worker_ddp(models[0], args.rounds, buckets, args.sync_bn)
+    if args.worker:
+        return worker(models[0], args.rounds, [float(b) for b in args.buckets.split(",")],
+                      args.sync_bn)
     if args.estimate_only:
         print(report_estimate())
         return None
@@ -305,10 +333,12 @@ def main(argv=None):
                 Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU")
     print(f"{os.cpu_count()} cores ({cpu}); {args.rounds} timed steps per configuration "
-          f"and run, {args.repeats} runs each: median of the runs' medians (range).\n")
-    print(report_measured(results))
+          f"and job, {args.repeats} jobs: median of the jobs' medians (range).\n")
+    for r in results:
+        print(report_measured(r))
     import numpy as np
-    print(report_estimate({r["model"]: float(np.median([o["step_ms"] for o in r["one"]]))
+    print(report_estimate({r["model"]: float(np.median([j["configs"][SOLO]["step_ms"]
+                                                         for j in r["jobs"]]))
                            for r in results}))
     return None
 
