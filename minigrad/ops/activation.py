@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import backend
 from .. import config   # the CPU fast path switch (kernels/cpu_numba.py)
+from .. import cuda as _gpu   # GPU kernels (kernels/dropout.cu); imports CuPy only when used
 from .. import random as _random
 from ..tensor import Function
 
@@ -75,6 +76,10 @@ class Dropout(Function):
     Scaling the kept units by 1/(1 − p) at training time keeps E[y] = x, so
     evaluation needs no rescaling (the op is then the identity).
     Backward: dx = g · m / (1 − p), the same mask.
+
+    On the GPU (float32, minigrad's own generator) the mask is drawn on the device
+    by kernels/dropout.cu from one seed taken from that generator, so a seeded run
+    repeats exactly and nothing is copied from the host.
     """
 
     def __init__(self, p, generator=None):
@@ -82,8 +87,12 @@ class Dropout(Function):
         self.generator = generator
 
     def forward(self, x):
-        xp = backend.get_array_module(x)
         rng = self.generator if self.generator is not None else _random.get_rng()
+        if (self.generator is None and backend.device_of(x) == "cuda"
+                and x.dtype == np.float32):                  # GPU: kernels/dropout.cu
+            y, self.mask = _gpu.dropout_forward(x, self.p, int(rng.integers(0, 2**63)))
+            return y
+        xp = backend.get_array_module(x)
         dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
         keep = rng.random(x.shape, dtype=dtype) >= self.p       # drawn on the CPU
         scale = 0.0 if self.p >= 1 else 1.0 / (1.0 - self.p)

@@ -17,7 +17,7 @@ def build(out_dir):
     if cxx is None:
         return None, "no C++ compiler (g++/clang++) to build the CPU emulation of the kernels"
     so = Path(out_dir) / "kernels_emulated.so"
-    proc = subprocess.run([cxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread",
+    proc = subprocess.run([cxx, "-std=c++20", "-O1", "-fno-strict-aliasing", "-shared", "-fPIC", "-pthread",
                            f"-I{HERE}", f"-I{KERNELS}", "-x", "c++",
                            str(HERE / "cuda_emulation_harness.cpp"), "-o", str(so)],
                           capture_output=True, text=True, timeout=300)
@@ -37,6 +37,10 @@ def launch(lib, name, grid, block, *args):
             cargs.append(ctypes.c_void_p(a.ctypes.data))
         elif isinstance(a, (float, np.floating)):
             cargs.append(ctypes.c_float(a))
+        elif isinstance(a, np.int64):                 # long long parameters
+            cargs.append(ctypes.c_longlong(int(a)))
+        elif isinstance(a, np.uint64):                # unsigned long long parameters
+            cargs.append(ctypes.c_ulonglong(int(a)))
         else:
             cargs.append(ctypes.c_int(int(a)))
     status = getattr(lib, "launch_" + name)(*map(ctypes.c_int, grid + block), *cargs)

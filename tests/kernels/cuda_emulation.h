@@ -21,6 +21,9 @@
 #define __device__
 #define __forceinline__ inline
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+
+struct __attribute__((aligned(16))) float4 { float x, y, z, w; };
 
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
 static dim3 blockIdx, blockDim, gridDim, threadIdx;
