@@ -20,8 +20,12 @@ CASES = [
     ("tiles_forward_s1", 1, 9, 17, 9, 10, 1, 1, ("forward",)),
     # several tiles, gy-channel chunks (K > 8) and input-channel blocks (C > 16)
     ("tiles_grad_x_s2", 1, 17, 9, 11, 10, 2, 1, ("grad_x",)),
-    # two input-channel groups (C > 4) and two slices of the positions
+    # stride 2 over several tiles: the de-interleaved (even, then odd columns) patch rows
+    ("tiles_forward_s2", 1, 3, 5, 18, 17, 2, 1, ("forward",)),
+    # two input-channel groups (C > 4) and two slices of the (image, tile) units
     ("slices_grad_w_s2", 1, 5, 2, 9, 10, 2, 2, ("grad_w",)),
+    # two output- and input-channel groups, two images, four units in each of two slices
+    ("units_grad_w_s1", 2, 5, 6, 9, 10, 1, 2, ("grad_w",)),
 ]
 
 
