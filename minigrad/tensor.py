@@ -114,6 +114,11 @@ class Function:
         self.freed = True
 
 
+def data_of(value):
+    """The array inside a Tensor; any other value (an array, None) as it is."""
+    return value.data if isinstance(value, Tensor) else value
+
+
 def _constant(value, ref):
     """Lift a Python scalar or array to a constant Tensor matching ``ref``."""
     if ref is not None and np.isscalar(value):

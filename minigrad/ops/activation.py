@@ -7,23 +7,30 @@ from .. import backend
 from .. import config   # the CPU fast path switch (kernels/cpu_numba.py)
 from .. import cuda as _gpu   # GPU kernels (kernels/dropout.cu); imports CuPy only when used
 from .. import random as _random
-from ..tensor import Function
+from ..tensor import Function, data_of
 
 
 class ReLU(Function):
     """y = max(0, x);  dy/dx = 1 where x > 0, else 0 (0 at the kink x = 0)."""
 
     def forward(self, x):
-        if config.use_fast(x) and x.flags.c_contiguous:     # CPU fast path
-            self.y = config.cpu_kernels().relu(x)
-            return self.y
         self.mask = x > 0
         return x * self.mask
 
     def backward(self, grad):
-        if getattr(self, "y", None) is not None:            # CPU fast path: mask is y > 0
-            return config.cpu_kernels().relu_grad(grad, self.y)
         return grad * self.mask
+
+
+class ReLUFast(ReLU):
+    """CPU fast path (kernels/cpu_numba.py): one parallel pass each way; the
+    output itself is the mask (y > 0 exactly where x > 0)."""
+
+    def forward(self, x):
+        self.y = config.cpu_kernels().relu(x)
+        return self.y
+
+    def backward(self, grad):
+        return config.cpu_kernels().relu_grad(grad, self.y)
 
 
 class Softmax(Function):
@@ -105,7 +112,9 @@ class Dropout(Function):
 
 def relu(x):
     """max(0, x) element-wise."""
-    return ReLU()(x)
+    a = data_of(x)
+    fast = config.use_fast(a) and a.flags.c_contiguous
+    return (ReLUFast if fast else ReLU)()(x)
 
 
 def softmax(x, dim):
