@@ -83,10 +83,6 @@ class Dropout(Function):
     Scaling the kept units by 1/(1 − p) at training time keeps E[y] = x, so
     evaluation needs no rescaling (the op is then the identity).
     Backward: dx = g · m / (1 − p), the same mask.
-
-    On the GPU (float32, minigrad's own generator) the mask is drawn on the device
-    by kernels/dropout.cu from one seed taken from that generator, so a seeded run
-    repeats exactly and nothing is copied from the host.
     """
 
     def __init__(self, p, generator=None):
@@ -94,12 +90,8 @@ class Dropout(Function):
         self.generator = generator
 
     def forward(self, x):
-        rng = self.generator if self.generator is not None else _random.get_rng()
-        if (self.generator is None and backend.device_of(x) == "cuda"
-                and x.dtype == np.float32):                  # GPU: kernels/dropout.cu
-            y, self.mask = _gpu.dropout_forward(x, self.p, int(rng.integers(0, 2**63)))
-            return y
         xp = backend.get_array_module(x)
+        rng = self.generator if self.generator is not None else _random.get_rng()
         dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
         keep = rng.random(x.shape, dtype=dtype) >= self.p       # drawn on the CPU
         scale = 0.0 if self.p >= 1 else 1.0 / (1.0 - self.p)
@@ -108,6 +100,17 @@ class Dropout(Function):
 
     def backward(self, grad):
         return grad * self.mask
+
+
+class DropoutCuda(Dropout):
+    """GPU, float32, minigrad's own generator (kernels/dropout.cu): the mask is drawn
+    and applied on the device in one kernel, from one seed taken from that generator,
+    so a seeded run repeats exactly and nothing is copied from the host."""
+
+    def forward(self, x):
+        seed = int(_random.get_rng().integers(0, 2**63))
+        y, self.mask = _gpu.dropout_forward(x, self.p, seed)
+        return y
 
 
 def relu(x):
@@ -140,4 +143,6 @@ def dropout(x, p=0.5, training=True, generator=None):
         raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
     if not training or p == 0:
         return x
-    return Dropout(float(p), generator)(x)
+    a = data_of(x)
+    gpu = generator is None and backend.device_of(a) == "cuda" and a.dtype == np.float32
+    return (DropoutCuda if gpu else Dropout)(float(p), generator)(x)
