@@ -368,6 +368,7 @@ extern "C" __global__ void conv3x3_backward_weight(
         const int per_channel = WG_PIX / 32;                   // warps per input channel (2)
         float total = 0.0f;
         for (int j = 0; j < per_channel; ++j) total += s_red[cc * per_channel + j][i];
-        if (k < K && c < C) gw_part[((slice * K + k) * C + c) * 9 + i % 9] = total;
+        if (k < K && c < C)
+            gw_part[(long long)slice * K * C * 9 + (k * C + c) * 9 + i % 9] = total;
     }
 }

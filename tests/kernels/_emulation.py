@@ -26,8 +26,9 @@ def build(out_dir):
     return ctypes.CDLL(str(so)), None
 
 
-def launch(lib, name, grid, block, *args):
-    """Run kernel ``name`` with CUDA launch configuration (grid, block)."""
+def launch(lib, name, grid, block, *args, first_block_z=0):
+    """Run kernel ``name`` with CUDA launch configuration (grid, block); with
+    ``first_block_z`` only the blocks whose blockIdx.z is at least that."""
     grid = tuple(grid) + (1,) * (3 - len(grid))
     block = tuple(block) + (1,) * (3 - len(block))
     cargs = []
@@ -43,5 +44,9 @@ def launch(lib, name, grid, block, *args):
             cargs.append(ctypes.c_ulonglong(int(a)))
         else:
             cargs.append(ctypes.c_int(int(a)))
-    status = getattr(lib, "launch_" + name)(*map(ctypes.c_int, grid + block), *cargs)
+    lib.set_first_block_z(int(first_block_z))
+    try:
+        status = getattr(lib, "launch_" + name)(*map(ctypes.c_int, grid + block), *cargs)
+    finally:
+        lib.set_first_block_z(0)
     assert status == 0, f"{name}: the threads of a block deadlocked at a barrier"

@@ -244,3 +244,20 @@ def test_sgd_kernel(lib, momentum, dampening, wd, nesterov, first):
         np.testing.assert_allclose(buf_out, want_buf, rtol=1e-5, atol=1e-6)
     else:
         np.testing.assert_array_equal(buf_out, buf)
+
+
+def test_conv3x3_kernels_past_2_31_elements(lib):
+    """A batch of more than 2^31 elements (as VGG-16 at 224 x 224 reaches at about 670
+    images): the kernels must address its last image right (64-bit image offsets)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parent / "_big_batch_check.py"
+    proc = subprocess.run([sys.executable, str(script), lib._name], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, f"the emulated kernels crashed (exit {proc.returncode}):\n" \
+                                 f"{proc.stderr[-3000:]}"
+    problems = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert problems == {"conv3x3_forward": None, "conv3x3_backward_input": None,
+                        "conv3x3_backward_weight": None}, problems
