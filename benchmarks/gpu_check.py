@@ -8,14 +8,14 @@ a run of 3 epochs stopped after 2 (``--stop-after 2``), its ``--resume``, and th
 epochs without a stop, each in a fresh folder under RUNS_DIR.  It checks that the training
 loss of the last epoch is below the first's, that the resumed run logged the very same
 loss at every iteration as the uninterrupted one, and that both end with bit-identical
-weights, optimizer state and generator state.
+weights and optimizer state (every numeric array of the two checkpoints).
 
 ``dense`` trains a VGG-11 (CIFAR variant) for a few iterations on the GPU, then evaluates
 its checkpoint with dense evaluation (the fully connected layers as convolutions, with
 flips) on the GPU and on the CPU; the two errors must agree.
 
-Each prints one line starting with ``RESULT`` for the summary and exits non-zero when a
-check fails.
+Each prints one line starting with ``RESULT train:`` or ``RESULT dense:`` for the
+summary and exits non-zero when a check fails.
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def main(argv=None):
         print("usage: gpu_check.py {train,dense} RUNS_DIR", file=sys.stderr)
         return 2
     check = check_training if argv[0] == "train" else check_dense
-    print("RESULT", check(Path(argv[1])), flush=True)
+    print(f"RESULT {argv[0]}:", check(Path(argv[1])), flush=True)
     return 0
 
 
