@@ -491,3 +491,13 @@ def test_training_script_finds_data_folders_of_a_checkout(tmp_path, monkeypatch)
     train, test = T._find_cifar(args, log=lambda *a: None)
     assert len(train) == len(labels) and len(test) == 5
     assert str(train.source).startswith(str(tmp_path / "work" / "data"))
+
+
+def test_loader_refuses_to_truncate_float_labels():
+    x = np.zeros((4, 1, 2, 2), np.float32)
+    with pytest.raises(ValueError, match=r"label 1 is 0\.7"):
+        DataLoader((x, np.array([0.0, 0.7, 2.0, 3.0])), 2)
+    with pytest.raises(TypeError, match="integer class indices"):
+        DataLoader((x, np.array(["a", "b", "c", "d"])), 2)
+    whole = DataLoader((x, np.array([0.0, 1.0, 2.0, 3.0], np.float32)), 2)
+    assert whole.labels.dtype == np.int64 and whole.labels.tolist() == [0, 1, 2, 3]
