@@ -481,14 +481,14 @@ def test_training_script_finds_data_folders_of_a_checkout(tmp_path, monkeypatch)
     """With no --data-dir, ``data/cifar-10-batches-py`` under the working folder
     (or ``../shared/data/...`` beside it) is used before the cache and the download."""
     import argparse
-    from minigrad import train as T
+    from minigrad import training as T
     files, (rows, labels), _ = _make_cifar()
     _write_dir(tmp_path / "work" / "data" / "cifar-10-batches-py", files)
     monkeypatch.chdir(tmp_path / "work")
     monkeypatch.delenv("MINIGRAD_CIFAR10_DIR", raising=False)
     monkeypatch.setenv("MINIGRAD_DATA", str(tmp_path / "empty-cache"))
     args = argparse.Namespace(data_dir=None, no_download=True)
-    train, test = T._find_cifar(args, log=lambda *a: None)
+    train, test = T.find_cifar(args, log=lambda *a: None)
     assert len(train) == len(labels) and len(test) == 5
     assert str(train.source).startswith(str(tmp_path / "work" / "data"))
 
