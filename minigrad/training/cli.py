@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate on the test set every N epochs (and after the last)")
     p.add_argument("--eval-batch-size", type=positive_int, default=250)
     p.add_argument("--log-every", type=positive_int, default=None, metavar="N",
-                   help="fetch the running loss and error from the device every N iterations "
-                        "(default: 1 on the CPU, where it costs nothing; 50 on a GPU)")
+                   help="fetch the running loss and error from the device every N iterations; "
+                        "None: 1 on the CPU, where it costs nothing, 50 on a GPU")
     p.add_argument("--stop-after", type=positive_int, default=None, metavar="N",
                    help="stop (checkpointed, resumable) after N epochs of this invocation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
