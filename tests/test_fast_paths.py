@@ -395,6 +395,38 @@ def test_gradcheck_with_fast_path_on():
         minigrad.gradcheck(f, (x, w, b, gamma, beta))
 
 
+def _train_small_resnet(steps):
+    """Losses and final weights of a few SGD steps of a tiny CIFAR ResNet on the
+    fast path with the default threads (fixed seed and data)."""
+    minigrad.manual_seed(5)
+    model = minigrad.models.create("resnet20", width=8, blocks_per_stage=1)
+    model.train()
+    opt = minigrad.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    rng = np.random.default_rng(5)
+    losses = []
+    with config.fast_mode():
+        for _ in range(steps):
+            x = minigrad.Tensor(rng.standard_normal((64, 3, 32, 32)).astype(np.float32))
+            y = rng.integers(0, 10, 64)
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return losses, [p.data.copy() for p in model.parameters()]
+
+
+def test_training_is_bit_identical_between_runs():
+    """The threads take chunks of the batch in whatever order they get to
+    them; the weight and bias gradients (sums over the batch) must still add
+    their parts in a fixed order, so two identical runs agree bit for bit."""
+    losses1, weights1 = _train_small_resnet(8)
+    losses2, weights2 = _train_small_resnet(8)
+    assert losses1 == losses2
+    differ = [i for i, (a, b) in enumerate(zip(weights1, weights2)) if not np.array_equal(a, b)]
+    assert not differ, f"parameters {differ} differ between two identical runs"
+
+
 def test_conv_from_two_user_threads_at_once():
     """Two threads running convolutions at the same time (each with its own
     scratch buffers) get the answers they get one at a time."""
