@@ -69,7 +69,7 @@ def check_dense(runs: Path) -> str:
                  "--model", "vgg11_cifar", "--iterations", "4", "--batch-size", "64",
                  "--out", str(out), "--quiet"])
     sys.path.insert(0, str(REPO))
-    from minigrad.train import evaluate_checkpoint
+    from minigrad.training import evaluate_checkpoint
     quiet = lambda *a, **k: None  # noqa: E731
     gpu = evaluate_checkpoint(out, dense=True, device="cuda", log=quiet)
     cpu = evaluate_checkpoint(out, dense=True, device="cpu", log=quiet)
