@@ -491,25 +491,36 @@ def clear_scratch():
     _BUFFERS.clear()
 
 
-def _chunks(n, bytes_per_image, at_most=None):
-    """Split n images into chunks whose im2col columns take about CHUNK_BYTES
-    (and of at most ``at_most`` images each when given)."""
-    nb = max(1, min(n, at_most or n, CHUNK_BYTES // max(1, bytes_per_image)))
+def _chunks(n, bytes_per_image, at_most=None, target=None):
+    """Split n images into chunks whose scratch data take about ``target``
+    bytes (CHUNK_BYTES of im2col columns by default), and of at most
+    ``at_most`` images each when given."""
+    target = CHUNK_BYTES if target is None else target
+    nb = max(1, min(n, at_most or n, target // max(1, bytes_per_image)))
     return [(n0, min(n, n0 + nb)) for n0 in range(0, n, nb)]
 
 
-def _shared_chunks(n, bytes_per_image, threads):
-    """Chunks of about CHUNK_BYTES of columns, at least four per thread, for
-    the threads to take one at a time (``next_chunk``): a thread that falls
-    behind simply takes fewer, so the threads finish together.
-    Returns (next_chunk, the largest chunk's image count)."""
-    chunks = _chunks(n, bytes_per_image, at_most=-(-n // (4 * threads)))
-    counter = itertools.count()
+class _SharedChunks:
+    """Chunks of about ``target`` bytes of scratch data, at least four per
+    thread, for the threads to take one at a time (:meth:`next`): a thread
+    that falls behind simply takes fewer, so the threads finish together.
 
-    def next_chunk():
-        i = next(counter)          # atomic under the GIL
-        return chunks[i] if i < len(chunks) else None
-    return next_chunk, chunks[0][1] - chunks[0][0]
+    Each chunk comes with its index.  A reduction over the batch (the weight
+    and bias gradients) keeps one partial result per chunk and adds them in
+    chunk order at the end, so its result never depends on which thread ran
+    which chunk: runs are bit-identical.
+    """
+
+    def __init__(self, n, bytes_per_image, threads, target=None):
+        self.chunks = _chunks(n, bytes_per_image, at_most=-(-n // (4 * threads)), target=target)
+        self.count = len(self.chunks)
+        self.largest = self.chunks[0][1] - self.chunks[0][0]
+        self._counter = itertools.count()
+
+    def next(self):
+        """(index, (n0, n1)) of the next chunk not taken yet, or None."""
+        i = next(self._counter)          # atomic under the GIL
+        return (i, self.chunks[i]) if i < self.count else None
 
 
 # ---------------------------------------------------------------------------
@@ -629,11 +640,12 @@ def conv2d_forward(x, weight, bias, stride, padding):
     threads = _threads()
 
     if threads > 1 and n >= threads:                    # many images: chunks per thread
-        next_chunk, cap = _shared_chunks(n, rows * plane * x.itemsize, threads)
+        chunks = _SharedChunks(n, rows * plane * x.itemsize, threads)
+        cap = chunks.largest
 
         def work(t):
-            while (chunk := next_chunk()) is not None:
-                n0, n1 = chunk
+            while (chunk := chunks.next()) is not None:
+                _, (n0, n1) = chunk
                 m = (n1 - n0) * plane
                 cols = _scratch2d(("cols", t), rows, m, cap * plane, x.dtype)
                 y2 = _scratch2d(("y2", t), k, m, cap * plane, x.dtype)
@@ -686,9 +698,11 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
         # k − 1 − p), the flipped kernel's GEMM, the layout change to NCHW
         rows_g, plane_x = k * kh * kw, h * w
         per_image = max(rows * plane, rows_g * plane_x if via_conv else 0) * x.itemsize
-        next_chunk, cap = _shared_chunks(n, per_image, threads)
-        dwt = np.zeros((threads, rows, k), x.dtype) if need_w else None
-        db = np.zeros((threads, k), np.float64)
+        chunks = _SharedChunks(n, per_image, threads)
+        cap = chunks.largest
+        # one partial dW and db per chunk, added in chunk order at the end
+        dwt = np.empty((chunks.count, rows, k), x.dtype) if need_w else None
+        db = np.empty((chunks.count, k), np.float64)
         if via_conv:
             dx = np.empty(x.shape, x.dtype)
             dx3 = dx.reshape(n, c, plane_x)
@@ -705,21 +719,17 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
         out_elems = cap * max(k * plane, c * plane_x if via_conv else 0)
 
         def work(t):
-            db_part = np.empty(k, np.float64)
             col_buf = scratch(("cols", t), (col_elems,), x.dtype)
             out_buf = scratch(("y2", t), (out_elems,), x.dtype)
-            while (chunk := next_chunk()) is not None:
-                n0, n1 = chunk
+            while (chunk := chunks.next()) is not None:
+                i, (n0, n1) = chunk
                 m = (n1 - n0) * plane
                 g2 = out_buf[:k * m].reshape(k, m)
-                nchw_to_cnp(g3[n0:n1], g2, db_part, 0, -1)
-                db[t] += db_part
+                nchw_to_cnp(g3[n0:n1], g2, db[i], 0, -1)
                 if need_w:
                     cols = col_buf[:rows * m].reshape(rows, m)
                     im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols, 0, -1)
-                    part = scratch(("dwt", t), (rows, k), x.dtype)
-                    np.matmul(cols, g2.T, out=part)
-                    dwt[t] += part
+                    np.matmul(cols, g2.T, out=dwt[i])
                 if col2im_dx:
                     dcols = col_buf[:rows * m].reshape(rows, m)
                     np.matmul(wm.T, g2, out=dcols)

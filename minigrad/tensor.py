@@ -28,7 +28,7 @@ import contextlib
 
 import numpy as np
 
-from . import backend
+from . import backend, promotion
 
 
 # ----------------------------------------------------------------------------
@@ -119,6 +119,11 @@ class Function:
         self.freed = True
 
 
+def data_of(value):
+    """The array inside a Tensor; any other value (an array, None) as it is."""
+    return value.data if isinstance(value, Tensor) else value
+
+
 def _constant(value, ref):
     """Lift a Python scalar or array to a constant Tensor matching ``ref``."""
     if ref is not None and np.isscalar(value):
@@ -136,7 +141,15 @@ class Tensor:
     ``Tensor(data, requires_grad=False, dtype=None, device=None)``: ``data`` is an
     array, a nested list or a scalar.  Arrays keep their dtype (so float64 stays
     float64 for gradient checks); Python floats become float32, minigrad's
-    default.
+    default, Python ints int64.
+
+    Arithmetic (``+ - * / **``) on mixed dtypes follows PyTorch, not NumPy
+    (:mod:`minigrad.promotion`): an integer tensor with a Python float gives
+    float32, float32 with a Python float stays float32, integers with integers
+    stay integers (``/`` gives float32), int64 with a float32 tensor gives
+    float32; a zero-dimensional tensor or a scalar widens the result only
+    when it is of a higher kind (bool < int < float).  Subtracting or negating
+    bools is an error.
     """
 
     __array_priority__ = 1000   # make ``ndarray + Tensor`` call Tensor.__radd__
@@ -332,20 +345,36 @@ class Tensor:
     def astype(self, dtype):
         return self.to(dtype=dtype)
 
-    # ---- operators (the ops live in minigrad/ops) -------------------------
-    def __add__(self, other): return _ops.add(self, other)
-    def __radd__(self, other): return _ops.add(other, self)
-    def __sub__(self, other): return _ops.sub(self, other)
-    def __rsub__(self, other): return _ops.sub(other, self)
-    def __mul__(self, other): return _ops.mul(self, other)
-    def __rmul__(self, other): return _ops.mul(other, self)
-    def __truediv__(self, other): return _ops.div(self, other)
-    def __rtruediv__(self, other): return _ops.div(other, self)
-    def __neg__(self): return _ops.neg(self)
-    def __pow__(self, exponent): return _ops.pow(self, exponent)
+    # ---- operators (the ops live in minigrad/ops; dtypes as in PyTorch) -----
+    def __add__(self, other): return _ops.add(*_promoted(self, other))
+    def __radd__(self, other): return _ops.add(*_promoted(other, self))
+    def __sub__(self, other): return _ops.sub(*_promoted(self, other, "sub"))
+    def __rsub__(self, other): return _ops.sub(*_promoted(other, self, "sub"))
+    def __mul__(self, other): return _ops.mul(*_promoted(self, other))
+    def __rmul__(self, other): return _ops.mul(*_promoted(other, self))
+    def __truediv__(self, other): return _ops.div(*_promoted(self, other, "div"))
+    def __rtruediv__(self, other): return _ops.div(*_promoted(other, self, "div"))
+
+    def __neg__(self):
+        if self.dtype.kind == "b":
+            raise TypeError("negation, the `-` operator, on a bool tensor is not supported; "
+                            "to invert a mask use `~` (or logical_not)")
+        return _ops.neg(self)
+
+    def __pow__(self, exponent):
+        if not isinstance(exponent, Tensor):
+            base, _ = _promoted(self, exponent)
+            return _ops.pow(base, exponent)
+        return _ops.pow(self, exponent)
     def __matmul__(self, other): return _ops.matmul(self, other)
     def __rmatmul__(self, other): return _ops.matmul(other, self)
     def __getitem__(self, index): return _shape.getitem(self, index)
+
+    def __invert__(self):
+        """``~mask``: logical not of a bool tensor (bitwise not of an integer one)."""
+        if self.dtype.kind not in "biu":
+            raise TypeError(f"`~` needs a bool or integer tensor, got {self.dtype}")
+        return Tensor._wrap(~self.data)
 
     # comparisons are not differentiable: they return boolean tensors
     def _compare(self, other, op):
@@ -366,7 +395,7 @@ class Tensor:
     def exp(self): return _ops.exp(self)
     def log(self): return _ops.log(self)
     def sqrt(self): return _ops.sqrt(self)
-    def pow(self, exponent): return _ops.pow(self, exponent)
+    def pow(self, exponent): return self.__pow__(exponent)
     def abs(self): return _ops.abs(self)
     def tanh(self): return _ops.tanh(self)
     def sigmoid(self): return _ops.sigmoid(self)
@@ -381,6 +410,33 @@ class Tensor:
     def argmax(self, dim=None, keepdim=False):
         xp = backend.get_array_module(self.data)
         return Tensor._wrap(xp.argmax(self.data, axis=dim, keepdims=keepdim))
+
+
+def _promoted(a, b, op=None):
+    """``a`` and ``b`` (Tensors, arrays or scalars) converted to the one dtype
+    PyTorch gives ``a op b`` (see :mod:`minigrad.promotion`); ``op`` is
+    ``"div"`` (true division: integers give float32) or ``"sub"`` (no bools)."""
+    if op == "sub" and (promotion.is_bool(a) or promotion.is_bool(b)):
+        raise TypeError("subtraction, the `-` operator, with a bool tensor is not supported; "
+                        "to invert a mask use `~` (or logical_not)")
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype == b.dtype \
+            and (op != "div" or a.dtype.kind in "fc"):
+        return a, b
+    dtype = promotion.result_type(a, b)
+    if op == "div" and dtype.kind in "biu":
+        dtype = promotion.DEFAULT_FLOAT
+    ref = a if isinstance(a, Tensor) else b
+    return _operand(a, dtype, ref), _operand(b, dtype, ref)
+
+
+def _operand(x, dtype, ref):
+    if isinstance(x, Tensor):
+        return x if x.dtype == dtype else x.to(dtype=dtype)     # differentiable cast
+    if hasattr(x, "dtype") and not isinstance(x, np.generic):    # a NumPy/CuPy array
+        return x if x.dtype == dtype else x.astype(dtype)
+    # a scalar: on ref's device; integers wrap around like the integer tensor
+    xp = backend.get_array_module(ref.data)
+    return Tensor._wrap(xp.asarray(np.asarray(x).astype(dtype)), False)
 
 
 class _HookHandle:

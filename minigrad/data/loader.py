@@ -49,6 +49,23 @@ __all__ = ["DataLoader"]
 _END = object()
 
 
+def _class_indices(labels):
+    """The labels as int64 class indices; float labels only when they are
+    whole numbers (0.7 is an error, never silently class 0)."""
+    if labels.dtype.kind in "biu":
+        return labels.astype(np.int64)
+    if labels.dtype.kind != "f":
+        raise TypeError(f"DataLoader: labels must be integer class indices, got dtype "
+                        f"{labels.dtype}")
+    whole = np.isfinite(labels) & (labels == np.round(labels))
+    if not whole.all():
+        i = int(np.argmin(whole))
+        raise ValueError(f"DataLoader: labels must be integer class indices, but label {i} is "
+                         f"{labels[i].item()!r} ({labels.dtype} labels); round or convert "
+                         "them yourself if that is what you mean")
+    return labels.astype(np.int64)
+
+
 class DataLoader:
     """``DataLoader(dataset_or_arrays, batch_size=1, shuffle=False,
     drop_last=False, seed=None, transform=None, prefetch=2, scale=1/255,
@@ -81,7 +98,7 @@ class DataLoader:
                              "(the sampler decides the order)")
         if prefetch < 0:
             raise ValueError(f"DataLoader: prefetch must be >= 0, got {prefetch!r}")
-        self.images, self.labels = images, labels.astype(np.int64)
+        self.images, self.labels = images, _class_indices(labels)
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), bool(shuffle), drop_last
         self.transform, self.prefetch, self.scale = transform, int(prefetch), scale
         self.sampler = sampler

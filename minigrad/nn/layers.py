@@ -202,6 +202,10 @@ class _BatchNorm(Module):
         if len(shape) not in self._expected_dims or shape[1] != self.num_features:
             raise ValueError(f"{type(self).__name__}({self.extra_repr()}): expected input "
                              f"{self._layout.format(C=self.num_features)}, got shape {shape}")
+        if np.dtype(x.dtype).kind not in "fc":      # PyTorch refuses integer input too
+            raise TypeError(f"{type(self).__name__}({self.extra_repr()}): expected a "
+                            f"floating-point input, got {x.dtype} of shape {shape}; convert "
+                            "it first (x.float())")
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.data += 1

@@ -11,4 +11,12 @@ name, e.g. :func:`minigrad.ops.math.exp`).
 * ``pool``: max / average / adaptive average pooling
 * ``norm``: batch normalisation, local response normalisation
 * ``loss``: cross-entropy
+
+Where an op has faster implementations (conv, max-pool, batch norm, ReLU on
+the CPU fast path of :mod:`minigrad.config`; conv, max-pool and LRN on a GPU),
+the class named after the op is the reference math, the first thing in its
+file, and the faster variants are subclasses beside it (``Conv2dFast``,
+``Conv2dCuda``...) that override ``forward`` and ``backward`` together.  The
+public function picks the class once, from the arrays it is given, so no
+``forward`` tests a flag that its ``backward`` must test again.
 """

@@ -5,24 +5,32 @@ import numpy as np
 
 from .. import backend
 from .. import config   # the CPU fast path switch (kernels/cpu_numba.py)
+from .. import cuda as _gpu   # GPU kernels (kernels/dropout.cu); imports CuPy only when used
 from .. import random as _random
-from ..tensor import Function
+from ..tensor import Function, data_of
 
 
 class ReLU(Function):
     """y = max(0, x);  dy/dx = 1 where x > 0, else 0 (0 at the kink x = 0)."""
 
     def forward(self, x):
-        if config.use_fast(x) and x.flags.c_contiguous:     # CPU fast path
-            self.y = config.cpu_kernels().relu(x)
-            return self.y
         self.mask = x > 0
         return x * self.mask
 
     def backward(self, grad):
-        if getattr(self, "y", None) is not None:            # CPU fast path: mask is y > 0
-            return config.cpu_kernels().relu_grad(grad, self.y)
         return grad * self.mask
+
+
+class ReLUFast(ReLU):
+    """CPU fast path (kernels/cpu_numba.py): one parallel pass each way; the
+    output itself is the mask (y > 0 exactly where x > 0)."""
+
+    def forward(self, x):
+        self.y = config.cpu_kernels().relu(x)
+        return self.y
+
+    def backward(self, grad):
+        return config.cpu_kernels().relu_grad(grad, self.y)
 
 
 class Softmax(Function):
@@ -94,9 +102,22 @@ class Dropout(Function):
         return grad * self.mask
 
 
+class DropoutCuda(Dropout):
+    """GPU, float32, minigrad's own generator (kernels/dropout.cu): the mask is drawn
+    and applied on the device in one kernel, from one seed taken from that generator,
+    so a seeded run repeats exactly and nothing is copied from the host."""
+
+    def forward(self, x):
+        seed = int(_random.get_rng().integers(0, 2**63))
+        y, self.mask = _gpu.dropout_forward(x, self.p, seed)
+        return y
+
+
 def relu(x):
     """max(0, x) element-wise."""
-    return ReLU()(x)
+    a = data_of(x)
+    fast = config.use_fast(a) and a.flags.c_contiguous
+    return (ReLUFast if fast else ReLU)()(x)
 
 
 def softmax(x, dim):
@@ -122,4 +143,6 @@ def dropout(x, p=0.5, training=True, generator=None):
         raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
     if not training or p == 0:
         return x
-    return Dropout(float(p), generator)(x)
+    a = data_of(x)
+    gpu = generator is None and backend.device_of(a) == "cuda" and a.dtype == np.float32
+    return (DropoutCuda if gpu else Dropout)(float(p), generator)(x)

@@ -35,7 +35,7 @@ import numpy as np
 from .. import backend
 from .. import config   # the CPU fast path switch (kernels/cpu_numba.py)
 from .. import cuda as _gpu   # GPU kernels (kernels/*.cu); imports CuPy only when used
-from ..tensor import Function
+from ..tensor import Function, data_of
 
 
 # ---------------------------------------------------------------------------
@@ -162,18 +162,17 @@ class Conv2d(Function):
 
     Forward: ``cols = im2col(x)``; ``y = Wm @ cols + b``.
     Backward: ``dW = dY @ colsᵀ``, ``db = Σ dY``, ``dx = col2im(Wmᵀ @ dY)``.
+
+    This is the reference implementation (NumPy or CuPy arrays alike).  Two
+    subclasses compute the same numbers faster and are picked once, by
+    :func:`conv2d`, from the arrays it is given: :class:`Conv2dFast` (CPU,
+    Numba kernels) and :class:`Conv2dCuda` (GPU, direct 3×3 kernels).
     """
 
     def __init__(self, stride=(1, 1), padding=(0, 0)):
         self.stride, self.padding = stride, padding
 
     def forward(self, x, weight, bias=None):
-        # GPU, float32, 3x3, padding 1, stride 1 or 2: the direct kernels of minigrad.cuda
-        if backend.device_of(x) == "cuda" and _gpu.conv3x3_applies(x, weight, self.stride,
-                                                                   self.padding):
-            return self._forward_conv3x3_gpu(x, weight, bias)
-        if config.use_fast(x, weight, bias):     # CPU fast path: kernels/cpu_numba.py
-            return self._forward_fast(x, weight, bias)
         kh, kw = weight.shape[2:]
         n, _, h, w = x.shape
         ho = conv_output_size(h, kh, self.stride[0], self.padding[0])
@@ -191,10 +190,6 @@ class Conv2d(Function):
         return y
 
     def backward(self, grad):
-        if getattr(self, "gpu_conv3x3", False):
-            return self._backward_conv3x3_gpu(grad)
-        if getattr(self, "fast", False):
-            return self._backward_fast(grad)
         need = self.needs_input_grad
         kh, kw = self.weight.shape[2:]
         dcols, dweight = conv2d_backward_gemm(grad, self.cols, self.weight,
@@ -204,35 +199,40 @@ class Conv2d(Function):
         dbias = grad.sum(axis=(0, 2, 3)) if len(need) > 2 and need[2] else None
         return dx, dweight, dbias
 
-    # --- CPU fast path: the same im2col / GEMM / col2im, done chunk by chunk of
-    # images in reused buffers by the Numba kernels (minigrad.config.set_fast) --
-    def _forward_fast(self, x, weight, bias):
+
+class Conv2dFast(Conv2d):
+    """CPU fast path (kernels/cpu_numba.py, see :mod:`minigrad.config`): the same
+    im2col / GEMM / col2im, done chunk by chunk of images in reused buffers."""
+
+    def forward(self, x, weight, bias=None):
         y = config.cpu_kernels().conv2d_forward(x, weight, bias, self.stride, self.padding)
-        self.fast = True
         if any(self.needs_input_grad):
             self.x, self.weight = x, weight
         return y
 
-    def _backward_fast(self, grad):
+    def backward(self, grad):
         need = self.needs_input_grad
         return config.cpu_kernels().conv2d_backward(
             self.x, self.weight, grad, self.stride, self.padding,
             need_x=need[0], need_w=need[1], need_b=len(need) > 2 and need[2])
 
-    # --- GPU path: kernels/conv3x3.cu or kernels/numba_cuda.py, chosen by
-    # minigrad.cuda.set_conv_kernel (see docs/gpu.md) --------------------------
-    def _forward_conv3x3_gpu(self, x, weight, bias):
+
+class Conv2dCuda(Conv2d):
+    """GPU path for float32 3×3 convolutions with padding 1, stride 1 or 2:
+    kernels/conv3x3.cu or kernels/numba_cuda.py, chosen with
+    ``minigrad.cuda.set_conv_kernel`` (see docs/gpu.md)."""
+
+    def forward(self, x, weight, bias=None):
         y = _gpu.conv2d_forward(x, weight, self.stride, self.padding)
         if bias is not None:
             y = y + bias.reshape(1, -1, 1, 1)
-        self.gpu_conv3x3 = True
         if any(self.needs_input_grad):
             self.x_shape = x.shape
             self.x = x if self.needs_input_grad[1] else None            # for dW
             self.weight = weight if self.needs_input_grad[0] else None  # for dx
         return y
 
-    def _backward_conv3x3_gpu(self, grad):
+    def backward(self, grad):
         need = self.needs_input_grad
         dx = (_gpu.conv2d_backward_input(grad, self.weight, self.x_shape, self.stride,
                                          self.padding) if need[0] else None)
@@ -240,6 +240,16 @@ class Conv2d(Function):
                    if need[1] else None)
         dbias = grad.sum(axis=(0, 2, 3)) if len(need) > 2 and need[2] else None
         return dx, dweight, dbias
+
+
+def conv2d_impl(x, weight, bias, stride, padding):
+    """The Conv2d class that runs on these arrays: the GPU kernels for a float32
+    3×3 conv on CuPy arrays, the CPU fast path where it applies, else the reference."""
+    if backend.device_of(x) == "cuda" and _gpu.conv3x3_applies(x, weight, stride, padding):
+        return Conv2dCuda
+    if config.use_fast(x, weight, bias):
+        return Conv2dFast
+    return Conv2d
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
@@ -267,9 +277,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     if xs[2] + 2 * ph < ws[2] or xs[3] + 2 * pw < ws[3]:
         raise ValueError(f"conv2d: kernel {ws[2:]} is larger than the padded input "
                          f"({xs[2] + 2 * ph}, {xs[3] + 2 * pw}) {shapes}, padding={padding}")
-    if bias is None:
-        return Conv2d(stride, padding)(x, weight)
-    if tuple(bias.shape) != (ws[0],):
+    if bias is not None and tuple(bias.shape) != (ws[0],):
         raise ValueError(f"conv2d: bias must have shape ({ws[0]},), got {tuple(bias.shape)} "
                          f"{shapes}")
-    return Conv2d(stride, padding)(x, weight, bias)
+    op = conv2d_impl(data_of(x), data_of(weight), data_of(bias), stride, padding)(stride, padding)
+    return op(x, weight) if bias is None else op(x, weight, bias)

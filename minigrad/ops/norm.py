@@ -4,7 +4,7 @@ from __future__ import annotations
 from .. import backend
 from .. import config   # the CPU fast path switch (kernels/cpu_numba.py)
 from .. import cuda as _gpu   # GPU kernels (kernels/lrn.cu); imports CuPy only when used
-from ..tensor import Function, Tensor
+from ..tensor import Function, data_of
 
 
 # ---------------------------------------------------------------------------
@@ -56,11 +56,6 @@ class LocalResponseNorm(Function):
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, a):
-        if backend.device_of(a) == "cuda" and a.dtype == "float32":     # GPU: kernels/lrn.cu
-            b, d = _gpu.lrn_forward(a, self.size, self.alpha, self.beta, self.k)
-            if self.needs_input_grad[0]:
-                self.a, self.gpu_d = a, d
-            return b
         before, after = self.size // 2, (self.size - 1) // 2
         t = a.dtype.type
         d = t(self.k) + t(self.alpha) * _channel_window_sum(a * a, before, after)
@@ -71,13 +66,24 @@ class LocalResponseNorm(Function):
         return b
 
     def backward(self, g):
-        if getattr(self, "gpu_d", None) is not None:                   # GPU: kernels/lrn.cu
-            return _gpu.lrn_backward(self.a, self.gpu_d, g, self.size, self.alpha, self.beta)
         before, after = self.size // 2, (self.size - 1) // 2
         t = g.dtype.type
         tc = g * self.b / self.d                          # g_c · a_c · D_c^(−β−1)
         back = _channel_window_sum(tc, after, before)     # mirrored window
         return g * self.scale - t(2 * self.alpha * self.beta) * self.a * back
+
+
+class LocalResponseNormCuda(LocalResponseNorm):
+    """GPU path for float32 CuPy arrays: one thread per pixel (kernels/lrn.cu)."""
+
+    def forward(self, a):
+        b, d = _gpu.lrn_forward(a, self.size, self.alpha, self.beta, self.k)
+        if self.needs_input_grad[0]:
+            self.a, self.d = a, d
+        return b
+
+    def backward(self, g):
+        return _gpu.lrn_backward(self.a, self.d, g, self.size, self.alpha, self.beta)
 
 
 def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
@@ -95,7 +101,10 @@ def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
                          f"dims, got shape {shape}")
     if isinstance(size, bool) or int(size) != size or size <= 0:
         raise ValueError(f"local_response_norm: size must be a positive integer, got {size!r}")
-    return LocalResponseNorm(int(size), float(alpha), float(beta), float(k))(x)
+    a = data_of(x)
+    cls = (LocalResponseNormCuda if backend.device_of(a) == "cuda" and a.dtype == "float32"
+           else LocalResponseNorm)
+    return cls(int(size), float(alpha), float(beta), float(k))(x)
 
 
 # ---------------------------------------------------------------------------
@@ -136,17 +145,13 @@ class BatchNorm(Function):
         t = x.dtype.type
         weight = params[0] if self.has_weight else None
         bias = params[-1] if self.has_bias else None
-        if config.use_fast(x, weight, bias) and (self.training or self.running_mean is not None):
-            return self._forward_fast(x, weight, bias)
         if self.training:
             m = x.size // x.shape[1]
             mean = x.mean(axis=axes)
             centred = x - mean.reshape(bshape)
             var = (centred * centred).mean(axis=axes)
             if self.running_mean is not None:
-                mom = self.momentum
-                self.running_mean[...] = (1 - mom) * self.running_mean + mom * mean
-                self.running_var[...] = (1 - mom) * self.running_var + mom * var * (m / (m - 1))
+                self._update_running(mean, var, m)
         else:
             mean = self.running_mean.astype(x.dtype, copy=False)
             var = self.running_var.astype(x.dtype, copy=False)
@@ -163,37 +168,7 @@ class BatchNorm(Function):
         self.running_mean = self.running_var = None     # not needed any more
         return y
 
-    # --- CPU fast path (kernels/cpu_numba.py): statistics, scale and shift in
-    # two parallel passes; backward from x and the statistics (no x̂ kept) ---
-    def _forward_fast(self, x, weight, bias):
-        kern = config.cpu_kernels()
-        y, mean, var, inv_std = kern.batch_norm_forward(
-            x, self.running_mean, self.running_var, weight, bias, self.eps, self.training)
-        if self.training and self.running_mean is not None:
-            m = x.size // x.shape[1]
-            mom = self.momentum
-            self.running_mean[...] = (1 - mom) * self.running_mean + mom * mean
-            self.running_var[...] = (1 - mom) * self.running_var + mom * var * (m / (m - 1))
-        if any(self.needs_input_grad):
-            self.fast = (x, mean, inv_std, weight)
-        self.running_mean = self.running_var = None
-        return y
-
-    def _backward_fast(self, g):
-        x, mean, inv_std, weight = self.fast
-        need = self.needs_input_grad
-        dx, dweight, dbias = config.cpu_kernels().batch_norm_backward(
-            g, x, mean, inv_std, weight, self.training)
-        grads = [dx if need[0] else None]
-        if self.has_weight:
-            grads.append(dweight if need[1] else None)
-        if self.has_bias:
-            grads.append(dbias if need[-1] else None)
-        return tuple(grads)
-
     def backward(self, g):
-        if getattr(self, "fast", None) is not None:
-            return self._backward_fast(g)
         need = self.needs_input_grad
         axes = (0,) + tuple(range(2, g.ndim))
         bshape = (1, -1) + (1,) * (g.ndim - 2)
@@ -213,16 +188,45 @@ class BatchNorm(Function):
             dweight = (g * xhat).sum(axis=axes)
         if self.has_bias and need[-1]:
             dbias = g.sum(axis=axes)
-        grads = [dx]
+        return self._grads(dx, dweight, dbias)
+
+    def _grads(self, dx, dweight, dbias):
+        """One gradient per input (x, then γ and β where given), None where not needed."""
+        need = self.needs_input_grad
+        grads = [dx if need[0] else None]
         if self.has_weight:
-            grads.append(dweight)
+            grads.append(dweight if need[1] else None)
         if self.has_bias:
-            grads.append(dbias)
+            grads.append(dbias if need[-1] else None)
         return tuple(grads)
 
+    def _update_running(self, mean, var, m):
+        """running = (1 − momentum) · running + momentum · batch statistic, in place."""
+        mom = self.momentum
+        self.running_mean[...] = (1 - mom) * self.running_mean + mom * mean
+        self.running_var[...] = (1 - mom) * self.running_var + mom * var * (m / (m - 1))
 
-def _array_of(v):
-    return v.data if isinstance(v, Tensor) else v
+
+class BatchNormFast(BatchNorm):
+    """CPU fast path (kernels/cpu_numba.py): statistics, scale and shift in two
+    parallel passes; backward from x and the statistics (no x̂ kept)."""
+
+    def forward(self, x, *params):
+        weight = params[0] if self.has_weight else None
+        bias = params[-1] if self.has_bias else None
+        y, mean, var, inv_std = config.cpu_kernels().batch_norm_forward(
+            x, self.running_mean, self.running_var, weight, bias, self.eps, self.training)
+        if self.training and self.running_mean is not None:
+            self._update_running(mean, var, x.size // x.shape[1])
+        if any(self.needs_input_grad):
+            self.x, self.mean, self.inv_std, self.weight = x, mean, inv_std, weight
+        self.running_mean = self.running_var = None
+        return y
+
+    def backward(self, g):
+        dx, dweight, dbias = config.cpu_kernels().batch_norm_backward(
+            g, self.x, self.mean, self.inv_std, self.weight, self.training)
+        return self._grads(dx, dweight, dbias)
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
@@ -239,7 +243,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     if len(shape) < 2:
         raise ValueError(f"batch_norm: expected input (N, C) or (N, C, H, W), got shape {shape}")
     c = shape[1]
-    rm, rv = _array_of(running_mean), _array_of(running_var)
+    rm, rv = data_of(running_mean), data_of(running_var)
     if (rm is None) != (rv is None):
         raise ValueError("batch_norm: give both running_mean and running_var, or neither")
     if rm is not None:
@@ -258,6 +262,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         raise ValueError(f"batch_norm: training needs more than 1 value per channel, "
                          f"got input shape {shape}")
     params = [p for p in (weight, bias) if p is not None]
-    op = BatchNorm(rm, rv, bool(training), float(momentum), float(eps),
+    fast = config.use_fast(data_of(x), data_of(weight), data_of(bias))
+    op = (BatchNormFast if fast else BatchNorm)(rm, rv, bool(training), float(momentum), float(eps),
                    weight is not None, bias is not None)
     return op(x, *params)

@@ -12,7 +12,7 @@ import numpy as np
 from .. import backend
 from .. import config   # the CPU fast path switch (kernels/cpu_numba.py)
 from .. import cuda as _gpu   # GPU kernels (kernels/maxpool.cu); imports CuPy only when used
-from ..tensor import Function
+from ..tensor import Function, data_of
 from .conv import _pad_hw, _window, conv_output_size, pair
 
 
@@ -48,15 +48,6 @@ class MaxPool2d(Function):
         self.k, self.s, self.p = kernel_size, stride, padding
 
     def forward(self, x):
-        if backend.device_of(x) == "cuda" and x.dtype == np.float32:   # GPU: kernels/maxpool.cu
-            y, arg = _gpu.maxpool2d_forward(x, self.k, self.s, self.p)
-            if self.needs_input_grad[0]:
-                self.gpu_arg, self.x_shape = arg, x.shape
-            return y
-        if config.use_fast(x):              # CPU fast path: kernels/cpu_numba.py
-            y, self.fast_idx = config.cpu_kernels().max_pool2d_forward(x, self.k, self.s, self.p)
-            self.x_shape = x.shape
-            return y
         xp = backend.get_array_module(x)
         (kh, kw), (sh, sw), (ph, pw) = self.k, self.s, self.p
         n, c, h, w = x.shape
@@ -77,10 +68,6 @@ class MaxPool2d(Function):
         return best
 
     def backward(self, grad):
-        if getattr(self, "gpu_arg", None) is not None:                 # GPU: kernels/maxpool.cu
-            return _gpu.maxpool2d_backward(grad, self.gpu_arg, self.x_shape, self.k, self.s, self.p)
-        if getattr(self, "fast_idx", None) is not None:                # CPU fast path
-            return config.cpu_kernels().max_pool2d_backward(grad, self.fast_idx, self.x_shape)
         xp = backend.get_array_module(grad)
         (kh, kw), (sh, sw), (ph, pw) = self.k, self.s, self.p
         n, c, h, w = self.x_shape
@@ -90,6 +77,32 @@ class MaxPool2d(Function):
             for j in range(kw):
                 _window(gpad, i, j, ho, wo, sh, sw)[...] += grad * (self.arg == i * kw + j)
         return gpad[:, :, ph:ph + h, pw:pw + w]
+
+
+class MaxPool2dFast(MaxPool2d):
+    """CPU fast path (kernels/cpu_numba.py): one pass that keeps the flat index
+    of each window's maximum; backward scatters the gradient there."""
+
+    def forward(self, x):
+        y, self.idx = config.cpu_kernels().max_pool2d_forward(x, self.k, self.s, self.p)
+        self.x_shape = x.shape
+        return y
+
+    def backward(self, grad):
+        return config.cpu_kernels().max_pool2d_backward(grad, self.idx, self.x_shape)
+
+
+class MaxPool2dCuda(MaxPool2d):
+    """GPU path for float32 CuPy arrays: one thread per output (kernels/maxpool.cu)."""
+
+    def forward(self, x):
+        y, arg = _gpu.maxpool2d_forward(x, self.k, self.s, self.p)
+        if self.needs_input_grad[0]:
+            self.arg, self.x_shape = arg, x.shape
+        return y
+
+    def backward(self, grad):
+        return _gpu.maxpool2d_backward(grad, self.arg, self.x_shape, self.k, self.s, self.p)
 
 
 class AvgPool2d(Function):
@@ -183,7 +196,12 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     """Max pooling (``torch.nn.functional.max_pool2d``); ``stride`` defaults to
     ``kernel_size``; padding is −∞."""
     k, s, p = _check_pool("max_pool2d", x, kernel_size, stride, padding)
-    return MaxPool2d(k, s, p)(x)
+    a = data_of(x)
+    if backend.device_of(a) == "cuda" and a.dtype == np.float32:
+        cls = MaxPool2dCuda
+    else:
+        cls = MaxPool2dFast if config.use_fast(a) else MaxPool2d
+    return cls(k, s, p)(x)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
@@ -208,4 +226,4 @@ def adaptive_avg_pool2d(x, output_size):
 
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_bins",
-           "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
+           "MaxPool2d", "MaxPool2dFast", "MaxPool2dCuda", "AvgPool2d", "AdaptiveAvgPool2d"]
