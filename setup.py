@@ -5,6 +5,9 @@ from setuptools import find_packages, setup
 
 here = Path(__file__).parent
 
+linux_x86_64 = 'platform_system == "Linux" and platform_machine == "x86_64"'
+CUDA12 = ["cupy-cuda12x[ctk]>=14", "numba-cuda[cu12]>=0.30"]
+
 setup(
     name="minigrad",
     version="0.1.0",
@@ -26,7 +29,17 @@ setup(
         "threadpoolctl>=3.1",     # keeps the BLAS on one thread inside minigrad's conv threads
     ],
     extras_require={
-        "cuda": ["cupy-cuda12x>=13", "numba-cuda"],
+        # GPU support on a host that has only the NVIDIA driver: CuPy with the CUDA
+        # headers and NVRTC it compiles kernels/*.cu with ([ctk]), numba-cuda with
+        # NVVM ([cu12] / [cu13]).  Pick the CUDA major version `nvidia-smi` reports;
+        # CUDA 12 also runs on a CUDA 13 driver.  "cuda" is the CUDA 12 set.
+        "cuda12": CUDA12,
+        "cuda13": ["cupy-cuda13x[ctk]>=14", "numba-cuda[cu13]>=0.30"],
+        "cuda": CUDA12,
+        # data-parallel training (minigrad.distributed): mpi4py and an MPI from the package
+        # index, MPICH, whose mpiexec lands beside the Python that installs it (on Windows
+        # mpi4py uses Microsoft MPI, installed separately)
+        "distributed": ["mpi4py>=4", 'mpich; platform_system != "Windows"'],
         "dev": [
             "pytest>=7",
             "hypothesis>=6",
@@ -35,7 +48,13 @@ setup(
             "ipykernel>=6",
             # NVRTC from CUDA 12 (the compiler CuPy uses at run time) checks that the
             # CUDA C kernels compile for Volta, which CUDA 13's nvcc no longer targets
-            'nvidia-cuda-nvrtc-cu12; platform_system == "Linux" and platform_machine == "x86_64"',
+            f"nvidia-cuda-nvrtc-cu12; {linux_x86_64}",
+            # Numba's real CUDA compiler (numba-cuda with NVVM from CUDA 12) checks that
+            # every Numba CUDA kernel compiles for Hopper; no GPU is needed for that
+            f"numba-cuda[cu12]>=0.30; {linux_x86_64}",
+            # the multi-rank tests run under MPICH's mpiexec (tests/test_distributed.py)
+            f"mpi4py>=4; {linux_x86_64}",
+            f"mpich; {linux_x86_64}",
         ],
     },
     classifiers=[

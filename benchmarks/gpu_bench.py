@@ -2,8 +2,9 @@
 and a ResNet-20 CIFAR-10 training epoch.
 
     python benchmarks/gpu_bench.py                       # everything, prints a table
-    python benchmarks/gpu_bench.py --write-docs          # ... and updates docs/benchmarks.md
+    python benchmarks/gpu_bench.py --write-docs          # ... and updates docs/gpu.md
     python benchmarks/gpu_bench.py --no-epoch --repeats 50
+    python benchmarks/gpu_bench.py --out results.md      # ... and writes the report there
 
 Convolutions: the CIFAR ResNet shapes at batch 128 -- 16 channels at 32x32, 32 at
 16x16, 64 at 8x8 (stride 1), and the two stride-2 transitions (16->32 at 32x32,
@@ -21,9 +22,15 @@ weight gradient.  Each figure is the median and the minimum over ``--repeats`` r
 
 Epoch: one epoch of ResNet-20 training (forward, backward, SGD with momentum) over
 50,000 images in batches of 128 (390 full batches + one of 80).  The data are
-SYNTHETIC (random normal images and random labels, 8 batches generated on the GPU
-and cycled), so the time measures the engine, not a data pipeline.  Wall-clock,
+SYNTHETIC (random normal images, generated on the GPU, and random labels, kept on the
+host as the training loop keeps them; 8 batches, cycled), so the time measures the
+engine, not a data pipeline.  Wall-clock,
 with a device synchronisation at the end; one warm-up step first.
+
+``--write-docs`` replaces the part of docs/gpu.md between the lines
+``<!-- gpu-bench:start -->`` and ``<!-- gpu-bench:end -->`` (everything else in
+the file is kept; without both markers nothing is written), the way
+``python -m benchmarks`` rewrites only its own part of docs/benchmarks.md.
 
 Needs CuPy and an NVIDIA GPU; without them the script prints why and exits with 1.
 """
@@ -40,6 +47,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import numpy as np  # noqa: E402
+
 import minigrad  # noqa: E402
 from minigrad import backend  # noqa: E402
 
@@ -52,8 +61,10 @@ SHAPES = [
     ("C32->64 16x16 s2", 128, 32, 64, 16, 16, 2),
 ]
 IMPLS = ("cupy", "numba", "im2col", "cudnn")
+# --write-docs rewrites only the lines between these two markers of docs/gpu.md
 MARK_START = "<!-- gpu-bench:start -->"
 MARK_END = "<!-- gpu-bench:end -->"
+DOC = REPO / "docs" / "gpu.md"
 
 
 def cuda_time(cp, fn, repeats, warmup):
@@ -138,9 +149,10 @@ def bench_epoch(impl, images=50_000, batch=128):
     minigrad.manual_seed(0)
     model = models.create("resnet20").to("cuda")
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    rng = cp.random.default_rng(0)
+    rng, labels = cp.random.default_rng(0), np.random.default_rng(0)
+    # images on the GPU, labels on the host (where the training loop keeps them too)
     batches = [(minigrad.Tensor(rng.standard_normal((batch, 3, 32, 32), dtype=cp.float32)),
-                rng.integers(0, 10, batch)) for _ in range(8)]
+                labels.integers(0, 10, batch)) for _ in range(8)]
     sizes = [batch] * (images // batch) + ([images % batch] if images % batch else [])
 
     def step(x, t):
@@ -171,8 +183,8 @@ def device_line():
 
 
 def markdown(rows, impls, epochs, repeats, device):
-    lines = [MARK_START, "## GPU", "",
-             f"Measured with `python benchmarks/gpu_bench.py --write-docs` on {device}, "
+    """The report: where and when it was measured, the convolution table, the epochs."""
+    lines = [f"Measured with `python benchmarks/gpu_bench.py` on {device}, "
              f"{time.strftime('%Y-%m-%d')}.  3x3 convolution, padding 1, batch 128, float32; "
              f"median (min) milliseconds over {repeats} runs after warm-up, CUDA events.  "
              "fwd+bwd = forward + input gradient + weight gradient.", ""]
@@ -189,23 +201,57 @@ def markdown(rows, impls, epochs, repeats, device):
                   "batch 128, SGD momentum 0.9), wall-clock seconds:", "",
                   "| conv kernel | epoch (s) | images/s |", "|---|---|---|"]
         lines += [f"| {impl} | {sec:.1f} | {50_000 / sec:,.0f} |" for impl, sec in epochs.items()]
-    lines.append(MARK_END)
+    targets = target_lines(rows, impls, epochs)
+    if targets:
+        lines += ["", "Against the targets (ratios of medians, fwd+bwd):", "",
+                  "| target | measured | met |", "|---|---|---|"] + targets
     return "\n".join(lines) + "\n"
 
 
-def write_docs(section, path=REPO / "docs" / "benchmarks.md"):
-    """Replace the GPU section of docs/benchmarks.md (or append it), atomically."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if MARK_START in text and MARK_END in text:
-        before, rest = text.split(MARK_START, 1)
-        text = before + section.rstrip("\n") + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
+# the GPU targets: CUDA C 3x3 fwd+bwd <= 2x cuDNN, Numba <= 3x CUDA C, epoch <= 15 s
+TARGET_VS_CUDNN, TARGET_NUMBA_VS_CUDA_C, TARGET_EPOCH_S = 2.0, 3.0, 15.0
+
+
+def target_lines(rows, impls, epochs):
+    """Table rows comparing the measured medians with the targets above."""
+    out = []
+
+    def ratio_rows(num, den, limit, what):
+        for row in rows:
+            r = row[num][1][0] / row[den][1][0]
+            out.append(f"| {what}, {row['shape']} | {r:.2f}x | {'yes' if r <= limit else 'no'} |")
+
+    if "cupy" in impls and "cudnn" in impls:
+        ratio_rows("cupy", "cudnn", TARGET_VS_CUDNN, f"CUDA C / cuDNN <= {TARGET_VS_CUDNN:g}x")
+    if "numba" in impls and "cupy" in impls:
+        ratio_rows("numba", "cupy", TARGET_NUMBA_VS_CUDA_C,
+                   f"Numba / CUDA C <= {TARGET_NUMBA_VS_CUDA_C:g}x")
+    for impl, sec in epochs.items():
+        out.append(f"| ResNet-20 epoch ({impl}) <= {TARGET_EPOCH_S:g} s | {sec:.1f} s | "
+                   f"{'yes' if sec <= TARGET_EPOCH_S else 'no'} |")
+    return out
+
+
+def _write_atomically(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".benchmarks.", suffix=".md")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def write_docs(section, path=DOC):
+    """Put ``section`` between the markers of ``path`` (docs/gpu.md), keeping the rest
+    of the file; atomically.  A file without both markers, in order, is left alone
+    (ValueError): the report is never appended to text it might duplicate."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(MARK_START), text.find(MARK_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path} has no {MARK_START} ... {MARK_END} section to rewrite; "
+                         "add the two lines where the GPU figures belong")
+    head, tail = text[:start + len(MARK_START)], text[end:]
+    _write_atomically(path, head + "\n" + section.rstrip("\n") + "\n" + tail)
     print(f"updated {path}")
 
 
@@ -218,7 +264,8 @@ def main(argv=None):
     ap.add_argument("--no-epoch", action="store_true", help="skip the ResNet-20 epoch")
     ap.add_argument("--epoch-impls", default="cupy,numba,im2col")
     ap.add_argument("--write-docs", action="store_true",
-                    help="write the results into the GPU section of docs/benchmarks.md")
+                    help="write the results between the gpu-bench markers of docs/gpu.md")
+    ap.add_argument("--out", help="also write the report (markdown) to this file")
     args = ap.parse_args(argv)
     if args.repeats < 10:
         ap.error("--repeats must be at least 10")
@@ -245,6 +292,8 @@ def main(argv=None):
     section = markdown(rows, impls, epochs, args.repeats, device)
     print()
     print(section)
+    if args.out:
+        _write_atomically(Path(args.out), section)
     if args.write_docs:
         write_docs(section)
     return 0

@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from minigrad.data import DatasetError
-from minigrad.train import (CHECKPOINT, ConfigError, TrainingInterrupted, build_parser,
-                            format_summary, layer_response_stds, load_checkpoint, load_data,
-                            model_from_checkpoint, train)
+from minigrad.training import (CHECKPOINT, TrainingInterrupted, build_parser, format_summary,
+                               layer_response_stds, load_checkpoint, load_data,
+                               model_from_checkpoint, train)
+from minigrad.training.cli import (momentum_float, nonnegative_float, nonnegative_int,
+                                   positive_float, positive_int, report_error)
 
 RECIPE = ("epochs", "batch_size", "lr", "schedule", "momentum", "weight_decay", "dataset",
           "data_dir", "subset", "seed", "width", "blocks_per_stage", "prefetch", "quiet",
@@ -41,23 +42,23 @@ def parse(argv):
     p = argparse.ArgumentParser(description="ResNet Fig. 6 / Fig. 7: plain vs residual nets.")
     p.add_argument("--models", default="plain20,plain56,resnet20,resnet56",
                    help="comma-separated CIFAR models, trained one after the other")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_float, default=0.1)
     p.add_argument("--schedule", choices=("paper", "step", "cosine"), default="step")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--momentum", type=momentum_float, default=0.9)
+    p.add_argument("--weight-decay", type=nonnegative_float, default=1e-4)
     p.add_argument("--dataset", choices=("auto", "cifar10", "synthetic"), default="auto")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--no-download", action="store_true")
-    p.add_argument("--synthetic-size", type=int, default=5000)
-    p.add_argument("--subset", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--blocks-per-stage", type=int, default=None)
-    p.add_argument("--prefetch", type=int, default=2)
-    p.add_argument("--eval-every", type=int, default=1)
-    p.add_argument("--std-batch", type=int, default=256,
+    p.add_argument("--synthetic-size", type=positive_int, default=5000)
+    p.add_argument("--subset", type=positive_int, default=None)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--width", type=positive_int, default=None)
+    p.add_argument("--blocks-per-stage", type=positive_int, default=None)
+    p.add_argument("--prefetch", type=nonnegative_int, default=2)
+    p.add_argument("--eval-every", type=positive_int, default=1)
+    p.add_argument("--std-batch", type=positive_int, default=256,
                    help="test images in the fixed batch for Fig. 7")
     p.add_argument("--std-layers", choices=("last_bn", "all"), default="last_bn",
                    help="last_bn: each block's last BN (before the addition); all: every BN "
@@ -165,9 +166,11 @@ def main(argv=None):
         print(f"{exc}\n(or simply run this command again: finished models are skipped)",
               file=sys.stderr)
         return 130
-    except (DatasetError, ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:              # one error line for what a user can fix
+        code = report_error(exc)
+        if code is None:
+            raise
+        return code
 
     with open(out / "degradation.csv", "w", newline="") as f:
         w = csv.writer(f)

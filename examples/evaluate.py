@@ -14,8 +14,8 @@ pixels and averages the soft-max over its 4 corner crops, the centre crop
 import argparse
 import sys
 
-from minigrad.data import DatasetError
-from minigrad.train import ConfigError, evaluate_checkpoint
+from minigrad.training import evaluate_checkpoint
+from minigrad.training.cli import positive_int, report_error
 
 
 def main(argv=None):
@@ -26,18 +26,20 @@ def main(argv=None):
     g.add_argument("--flip", action="store_true", help="average with the mirror image")
     g.add_argument("--ten-crop", action="store_true", help="average over 10 crops")
     g.add_argument("--dense", action="store_true", help="VGG dense evaluation (with flips)")
-    p.add_argument("--dense-scale", type=int, default=None,
+    p.add_argument("--dense-scale", type=positive_int, default=None,
                    help="--dense: rescale the images to this size first (VGG's Q)")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--batch-size", type=positive_int, default=250)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = p.parse_args(argv)
     try:
         r = evaluate_checkpoint(args.checkpoint, args.split, args.flip, args.ten_crop, args.dense,
                                 args.dense_scale, args.data_dir, args.batch_size, args.device)
-    except (DatasetError, ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:              # one error line for what a user can fix
+        code = report_error(exc)
+        if code is None:
+            raise
+        return code
     note = "  [SYNTHETIC data, not CIFAR-10]" if r["synthetic"] else ""
     print(f"{r['model']} after {r['epochs']} epochs, {r['dataset']} {r['split']} "
           f"({r['n']} images), {r['method']}: top-1 error {r['top1_err']:.2%}, "

@@ -8,12 +8,13 @@
 
 Progress bars, one evaluation per epoch (top-1 / top-5 error), metrics.csv,
 curves.png and checkpoint.npz in the run folder; Ctrl-C saves a checkpoint
-that --resume continues exactly.  All the logic is in minigrad/train.py;
-docs/training.md explains every option and file.
+that --resume continues exactly.  All the logic is in minigrad/training/
+(the loop itself: minigrad/training/loop.py); docs/training.md explains
+every option and file.
 """
 import sys
 
-from minigrad.train import main
+from minigrad.training import main
 
 if __name__ == "__main__":
     sys.exit(main())

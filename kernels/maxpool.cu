@@ -14,17 +14,22 @@
 //     saved argmax points at it.  Overlapping windows (e.g. 3x3 stride 2) therefore
 //     need no atomics, and the result is deterministic.
 //   No shared memory: each value is read once (forward) or a few times (backward).
+//
+// INDEX WIDTH: as in im2col.cu, each kernel is a template over the index type, exported
+// with 32-bit indices (`maxpool2d_forward`, `maxpool2d_backward`: fewer than 2^31
+// elements, cheap divisions) and 64-bit ones (`..._i64`) for larger arrays.
 // Compiled at run time by cupy.RawModule (NVRTC): no #include.
 
-extern "C" __global__ void maxpool2d_forward(
+template <typename I>
+__device__ __forceinline__ void maxpool2d_forward_body(
     const float* __restrict__ x, float* __restrict__ y, int* __restrict__ argmax,
     int NC, int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int ph, int pw)
 {
-    const long long total = (long long)NC * Ho * Wo;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
+    const I total = (I)NC * Ho * Wo;
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < total;
+         i += (I)gridDim.x * blockDim.x) {
         const int ox = (int)(i % Wo), oy = (int)((i / Wo) % Ho);
-        const long long plane = i / ((long long)Wo * Ho);
+        const I plane = i / ((I)Wo * Ho);
         const float* xp = x + plane * H * W;
         float best = __int_as_float(0xff800000);      // -infinity
         int best_at = -1;
@@ -43,15 +48,16 @@ extern "C" __global__ void maxpool2d_forward(
     }
 }
 
-extern "C" __global__ void maxpool2d_backward(
+template <typename I>
+__device__ __forceinline__ void maxpool2d_backward_body(
     const float* __restrict__ gy, const int* __restrict__ argmax, float* __restrict__ gx,
     int NC, int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int ph, int pw)
 {
-    const long long total = (long long)NC * H * W;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
+    const I total = (I)NC * H * W;
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < total;
+         i += (I)gridDim.x * blockDim.x) {
         const int ix = (int)(i % W), iy = (int)((i / W) % H);
-        const long long plane = i / ((long long)W * H);
+        const I plane = i / ((I)W * H);
         const int me = iy * W + ix;
         // windows containing iy: oy*sh - ph <= iy <= oy*sh - ph + kh - 1
         int oy_lo = iy + ph - kh + 1;
@@ -63,9 +69,28 @@ extern "C" __global__ void maxpool2d_backward(
         float sum = 0.0f;
         for (int oy = oy_lo; oy <= oy_hi; ++oy)
             for (int ox = ox_lo; ox <= ox_hi; ++ox) {
-                const long long o = (plane * Ho + oy) * Wo + ox;
+                const I o = (plane * Ho + oy) * Wo + ox;
                 if (argmax[o] == me) sum += gy[o];
             }
         gx[i] = sum;
     }
 }
+
+#define POOL_DIMS int NC, int H, int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int ph, int pw
+#define POOL_PASS NC, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw
+
+extern "C" __global__ void maxpool2d_forward(
+    const float* __restrict__ x, float* __restrict__ y, int* __restrict__ argmax, POOL_DIMS)
+{ maxpool2d_forward_body<int>(x, y, argmax, POOL_PASS); }
+
+extern "C" __global__ void maxpool2d_forward_i64(
+    const float* __restrict__ x, float* __restrict__ y, int* __restrict__ argmax, POOL_DIMS)
+{ maxpool2d_forward_body<long long>(x, y, argmax, POOL_PASS); }
+
+extern "C" __global__ void maxpool2d_backward(
+    const float* __restrict__ gy, const int* __restrict__ argmax, float* __restrict__ gx, POOL_DIMS)
+{ maxpool2d_backward_body<int>(gy, argmax, gx, POOL_PASS); }
+
+extern "C" __global__ void maxpool2d_backward_i64(
+    const float* __restrict__ gy, const int* __restrict__ argmax, float* __restrict__ gx, POOL_DIMS)
+{ maxpool2d_backward_body<long long>(gy, argmax, gx, POOL_PASS); }

@@ -53,8 +53,8 @@ float64 = "float64"
 
 def __getattr__(name):
     """Import the heavier sub-packages on first use: ``minigrad.models``,
-    ``minigrad.data``, ``minigrad.train``, ``minigrad.cuda``."""
-    if name in ("models", "data", "train", "cuda", "config"):
+    ``minigrad.data``, ``minigrad.training``, ``minigrad.cuda``."""
+    if name in ("models", "data", "training", "train", "cuda", "config"):
         import importlib
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'minigrad' has no attribute {name!r}")

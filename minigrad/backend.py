@@ -5,11 +5,14 @@ either :mod:`numpy` or :mod:`cupy`.  ``get_array_module(x)`` picks the right one
 for an array, so the same line ``xp.exp(x)`` runs on either device (the idea of
 DeZero's ``get_array_module`` and CuPy's own helper of the same name).
 
-CuPy is optional (``pip install "minigrad[cuda]"``) and imported lazily: a
-machine without it never pays for the import, and asking for ``"cuda"`` there
-gives one clear :class:`RuntimeError`.
+CuPy is optional (``pip install "minigrad[cuda12]"`` or ``"minigrad[cuda13]"``) and
+imported lazily: a machine without it never pays for the import, and asking for
+``"cuda"`` there gives one clear :class:`RuntimeError`.  An array is recognised as a
+CuPy array as soon as anyone has imported CuPy -- minigrad, or the user who made it.
 """
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -44,25 +47,32 @@ def require_cupy():
         raise RuntimeError(
             "device 'cuda' was requested but is not available "
             f"({_cupy_error}). Install the GPU extra with "
-            "`pip install \"minigrad[cuda]\"` (or the cupy-cudaXXx wheel matching "
-            "your CUDA) on a machine with an NVIDIA GPU, or use device='cpu'.")
+            "`pip install \"minigrad[cuda12]\"` (or `minigrad[cuda13]`, matching the CUDA "
+            "version nvidia-smi shows) on a machine with an NVIDIA GPU, or use device='cpu'.")
     return cp
 
 
+def _loaded_cupy():
+    """The cupy module if anyone has imported it (never imports it): a CuPy array can
+    exist only then, whether minigrad made it or the user did."""
+    return _cupy or sys.modules.get("cupy")
+
+
+def _is_cupy(array) -> bool:
+    cp = _loaded_cupy()
+    return cp is not None and isinstance(array, getattr(cp, "ndarray", ()))
+
+
 def get_array_module(x):
-    """Return ``numpy`` or ``cupy``, whichever owns the array ``x``."""
-    if _cupy and isinstance(x, _cupy.ndarray):
-        return _cupy
-    # Tensors carry their array in .data
-    data = getattr(x, "data", None)
-    if _cupy and data is not None and isinstance(data, _cupy.ndarray):
-        return _cupy
+    """Return ``numpy`` or ``cupy``, whichever owns the array ``x`` (or a Tensor's)."""
+    if _is_cupy(x) or _is_cupy(getattr(x, "data", None)):   # Tensors carry .data
+        return _loaded_cupy()
     return np
 
 
 def device_of(array) -> str:
     """'cuda' for a CuPy array, 'cpu' otherwise."""
-    return "cuda" if (_cupy and isinstance(array, _cupy.ndarray)) else "cpu"
+    return "cuda" if _is_cupy(array) else "cpu"
 
 
 def normalize_device(device) -> str:
@@ -79,8 +89,8 @@ def to_device(array, device):
     """Move an array to 'cpu' (NumPy) or 'cuda' (CuPy); no copy if already there."""
     device = normalize_device(device)
     if device == "cpu":
-        if _cupy and isinstance(array, _cupy.ndarray):
-            return _cupy.asnumpy(array)
+        if _is_cupy(array):
+            return _loaded_cupy().asnumpy(array)
         return np.asarray(array)
     cp = require_cupy()
     return cp.asarray(array)

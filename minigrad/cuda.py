@@ -8,10 +8,13 @@ kernels for the hot spots, whose sources a learner can read:
 * ``kernels/conv3x3.cu``  -- direct, shared-memory tiled 3x3 convolution
   (stride 1 and 2, padding 1) and both of its gradients, in CUDA C;
 * ``kernels/numba_cuda.py`` -- the same three kernels written with Numba;
-* ``kernels/im2col.cu``, ``kernels/maxpool.cu``, ``kernels/lrn.cu``.
+* ``kernels/im2col.cu``, ``kernels/maxpool.cu``, ``kernels/lrn.cu``;
+* ``kernels/dropout.cu`` (the dropout mask drawn on the GPU) and ``kernels/sgd.cu``
+  (the SGD update of a parameter in one pass).
 
-The CUDA C files are compiled at first use by ``cupy.RawModule`` (NVRTC) and
-cached per process (CuPy also caches the binaries on disk).  Wrappers take and
+The CUDA C files are compiled at first use by ``cupy.RawModule`` (NVRTC); the
+modules and their kernel handles are cached per process (CuPy also caches the
+binaries on disk).  Wrappers take and
 return CuPy arrays.  CuPy and Numba are imported lazily: importing minigrad (or
 this module) never imports either, and a machine without CuPy or a GPU gets the
 one clear error of :func:`minigrad.backend.require_cupy`.
@@ -40,10 +43,18 @@ CONV_KERNELS = ("cupy", "numba", "im2col")
 _conv_kernel = "cupy"
 
 _modules = {}          # .cu file name -> compiled cupy.RawModule
+_kernels = {}          # (.cu file name, kernel name) -> cupy.RawKernel
 _numba_module = None   # minigrad.kernels.numba_cuda once imported
+
+# the options minigrad passes to cupy.RawModule; CuPy adds -ftz=true and -arch=sm_XX
+# (tests/test_cuda_sources.py compiles every source with exactly these)
+NVRTC_OPTIONS = ("--std=c++14",)
 
 THREADS_1D = 256       # block size of the element-wise (grid-stride) kernels
 MAX_BLOCKS_1D = 65535  # grid-stride loops make any grid size correct; cap it
+# the 32-bit-index kernels of im2col.cu and maxpool.cu are used below this many
+# elements (leaving room for the last grid-stride step, so no index overflows)
+INT32_ELEMENTS = 2**31 - 1 - MAX_BLOCKS_1D * THREADS_1D
 
 
 # --- the kernel-choice setting -------------------------------------------------
@@ -79,14 +90,23 @@ def load_module(filename: str):
         cp = backend.require_cupy()
         from .kernels import source_path
         code = source_path(filename).read_text(encoding="utf-8")
-        mod = cp.RawModule(code=code, options=("--std=c++14",))
+        mod = cp.RawModule(code=code, options=NVRTC_OPTIONS)
         _modules[filename] = mod
     return mod
 
 
 def get_kernel(filename: str, name: str):
-    """The ``extern "C"`` kernel ``name`` of ``kernels/<filename>``."""
-    return load_module(filename).get_function(name)
+    """The ``extern "C"`` kernel ``name`` of ``kernels/<filename>``, looked up once per
+    process (``get_function`` asks the driver for the function every time)."""
+    kern = _kernels.get((filename, name))
+    if kern is None:
+        kern = _kernels[(filename, name)] = load_module(filename).get_function(name)
+    return kern
+
+
+def _indexed(name: str, *sizes) -> str:
+    """``name`` when every size fits the kernels' 32-bit indices, else ``name_i64``."""
+    return name if max(sizes) <= INT32_ELEMENTS else name + "_i64"
 
 
 def numba_kernels():
@@ -118,11 +138,28 @@ def conv3x3_launch(out_h: int, out_w: int, channels: int, batch: int):
     return grid, (tile, tile, 4)
 
 
-def weight_slices(K: int, C: int, positions: int, target_blocks: int = 1024) -> int:
-    """Split the N*Ho*Wo positions of the weight gradient into slices so the grid has
-    about ``target_blocks`` blocks, each slice keeping at least 1024 positions."""
-    blocks = K * math.ceil(C / 4)
-    return max(1, min(math.ceil(target_blocks / blocks), positions // 1024))
+WG_BLOCK_CHANNELS = 4      # output and input channels of a weight-gradient block
+WG_THREADS = 256           # threads of a weight-gradient block
+WG_MIN_UNITS = 16          # (image, 8x8 tile) units per slice: at least 1024 positions
+
+
+def weight_slices(K: int, C: int, units: int, target_blocks: int = 1024) -> int:
+    """Split the N * tiles (image, 8x8 output tile) units of the weight gradient into
+    slices so the grid has about ``target_blocks`` blocks, each slice keeping at least
+    WG_MIN_UNITS units."""
+    blocks = math.ceil(K / WG_BLOCK_CHANNELS) * math.ceil(C / WG_BLOCK_CHANNELS)
+    return max(1, min(math.ceil(target_blocks / blocks), units // WG_MIN_UNITS))
+
+
+def conv3x3_weight_launch(N: int, C: int, K: int, Ho: int, Wo: int, slices=None):
+    """(grid, block, units per slice, slices) of conv3x3_backward_weight: blocks of 4
+    output x 4 input channels, and the (image, 8x8 output tile) units cut into slices
+    (``weight_slices`` unless ``slices`` is given)."""
+    units = N * math.ceil(Ho / 8) * math.ceil(Wo / 8)
+    slices = weight_slices(K, C, units) if slices is None else slices
+    per_slice = math.ceil(units / slices)
+    grid = (math.ceil(K / WG_BLOCK_CHANNELS), math.ceil(C / WG_BLOCK_CHANNELS), slices)
+    return grid, (WG_THREADS,), per_slice, slices
 
 
 def _xp():
@@ -183,10 +220,16 @@ def _conv_args(x_shape, w_shape, stride, padding, fn):
         raise ValueError(f"{fn}: expected x (N, C, H, W) and w (K, C, 3, 3), got x {x_shape} "
                          f"and w {w_shape}")
     N, C, H, W = x_shape
+    K = w_shape[0]
     Ho, Wo = (H + 2 * p - 3) // s + 1, (W + 2 * p - 3) // s + 1
     if Ho < 1 or Wo < 1:
         raise ValueError(f"{fn}: input {tuple(x_shape)} is too small for a 3x3 kernel with padding {p}")
-    return s, p, N, C, H, W, w_shape[0], Ho, Wo
+    # the kernels index inside one image with 32-bit ints (images apart in 64 bits)
+    if max(C * H * W, K * Ho * Wo) >= 2**31:
+        raise ValueError(f"{fn}: one image of x {x_shape} or of the output "
+                         f"{(N, K, Ho, Wo)} has 2^31 elements or more, more than the 3x3 "
+                         "kernels index; use set_conv_kernel('im2col')")
+    return s, p, N, C, H, W, K, Ho, Wo
 
 
 def _impl(impl):
@@ -257,14 +300,13 @@ def conv2d_backward_weight(x, grad_out, stride=1, padding=1, impl=None):
         cols = im2col(x, 3, 3, s, p)
         gw = g.transpose(1, 0, 2, 3).reshape(K, N * Ho * Wo) @ cols.T
         return cp.ascontiguousarray(gw.reshape(K, C, 3, 3))
-    slices = weight_slices(K, C, N * Ho * Wo)
+    grid, block, per_slice, slices = conv3x3_weight_launch(N, C, K, Ho, Wo)
     part = cp.empty((slices, K, C, 3, 3), dtype=cp.float32)
     if impl == "numba":
         numba_kernels().backward_weight(x, g, part, s, p)
     else:
-        per_slice = math.ceil(N * Ho * Wo / slices)
         get_kernel("conv3x3.cu", "conv3x3_backward_weight")(
-            (K, math.ceil(C / 4), slices), (256,),
+            grid, block,
             (x, g, part, _i(N), _i(C), _i(H), _i(W), _i(K), _i(Ho), _i(Wo), _i(s), _i(p),
              _i(per_slice)))
     return part[0] if slices == 1 else part.sum(axis=0)
@@ -284,7 +326,7 @@ def im2col(x, kh, kw, stride=1, padding=0):
     Ho, Wo = _out(H, kh, sh, ph), _out(W, kw, sw, pw)
     cols = cp.empty((C * kh * kw, N * Ho * Wo), dtype=cp.float32)
     grid, block = launch_1d(cols.size)
-    get_kernel("im2col.cu", "im2col")(grid, block, (
+    get_kernel("im2col.cu", _indexed("im2col", cols.size, x.size))(grid, block, (
         x, cols, _i(N), _i(C), _i(H), _i(W), _i(kh), _i(kw), _i(sh), _i(sw), _i(ph), _i(pw),
         _i(Ho), _i(Wo)))
     return cols
@@ -302,7 +344,7 @@ def col2im(cols, x_shape, kh, kw, stride=1, padding=0):
         raise ValueError(f"col2im: cols has shape {cols.shape}, expected {(C * kh * kw, N * Ho * Wo)}")
     x = cp.empty((N, C, H, W), dtype=cp.float32)
     grid, block = launch_1d(x.size)
-    get_kernel("im2col.cu", "col2im")(grid, block, (
+    get_kernel("im2col.cu", _indexed("col2im", cols.size, x.size))(grid, block, (
         cols, x, _i(N), _i(C), _i(H), _i(W), _i(kh), _i(kw), _i(sh), _i(sw), _i(ph), _i(pw),
         _i(Ho), _i(Wo)))
     return x
@@ -324,7 +366,7 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
     y = cp.empty((N, C, Ho, Wo), dtype=cp.float32)
     argmax = cp.empty((N, C, Ho, Wo), dtype=cp.int32)
     grid, block = launch_1d(y.size)
-    get_kernel("maxpool.cu", "maxpool2d_forward")(grid, block, (
+    get_kernel("maxpool.cu", _indexed("maxpool2d_forward", x.size, y.size))(grid, block, (
         x, y, argmax, _i(N * C), _i(H), _i(W), _i(Ho), _i(Wo), _i(kh), _i(kw), _i(sh), _i(sw),
         _i(ph), _i(pw)))
     return y, argmax
@@ -344,7 +386,7 @@ def maxpool2d_backward(grad_out, argmax, x_shape, kernel_size, stride=None, padd
         raise ValueError(f"maxpool2d_backward: argmax {argmax.shape} and grad_out {g.shape} differ")
     gx = cp.empty((N, C, H, W), dtype=cp.float32)
     grid, block = launch_1d(gx.size)
-    get_kernel("maxpool.cu", "maxpool2d_backward")(grid, block, (
+    get_kernel("maxpool.cu", _indexed("maxpool2d_backward", gx.size, g.size))(grid, block, (
         g, argmax, gx, _i(N * C), _i(H), _i(W), _i(Ho), _i(Wo), _i(kh), _i(kw), _i(sh), _i(sw),
         _i(ph), _i(pw)))
     return gx
@@ -388,3 +430,45 @@ def lrn_backward(x, scale, grad_out, size=5, alpha=1e-4, beta=0.75):
     get_kernel("lrn.cu", "lrn_backward")(grid, block, (
         x, scale, g, gx, _i(N), _i(C), _i(HW), _i(size), _f(alpha), _f(beta)))
     return gx
+
+
+# --- dropout and the SGD update ----------------------------------------------------------------
+def _u64(v):
+    return np.uint64(v)
+
+
+def dropout_forward(x, p: float, seed: int):
+    """y, mask of inverted dropout on the GPU (kernels/dropout.cu): mask = (u >= p) / (1 - p)
+    with u uniform in [0, 1) drawn from ``seed`` and the element's index alone."""
+    cp = _xp()
+    x = _as_f32(x, "dropout_forward", "x")
+    y, mask = cp.empty_like(x), cp.empty_like(x)
+    scale = 0.0 if p >= 1 else 1.0 / (1.0 - p)
+    grid, block = launch_1d(x.size)
+    get_kernel("dropout.cu", "dropout_forward")(grid, block, (
+        x, y, mask, np.int64(x.size), _u64(seed), _f(p), _f(scale)))
+    return y, mask
+
+
+def sgd_update(param, grad, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
+               nesterov=False, first=False):
+    """One SGD step of a float32 CuPy parameter in place, in one kernel (kernels/sgd.cu).
+    ``buf`` is the momentum buffer (updated in place; ignored when momentum is 0);
+    ``first``: this is its first step (the buffer starts at the gradient)."""
+    cp = _xp()
+    if not (isinstance(param, cp.ndarray) and param.dtype == np.float32
+            and param.flags.c_contiguous):
+        raise TypeError("sgd_update: the parameter must be a C-contiguous float32 CuPy array")
+    g = _as_f32(grad, "sgd_update", "grad")
+    if g.shape != param.shape:
+        raise ValueError(f"sgd_update: gradient {g.shape} for a parameter {param.shape}")
+    use_momentum = momentum != 0
+    if use_momentum and (buf is None or buf.shape != param.shape or buf.dtype != np.float32
+                         or not buf.flags.c_contiguous):
+        raise ValueError("sgd_update: momentum needs a contiguous float32 buffer of the "
+                         f"parameter's shape {param.shape}")
+    grid, block = launch_1d(param.size)
+    get_kernel("sgd.cu", "sgd_update")(grid, block, (
+        param, g, buf if use_momentum else param, np.int64(param.size), _f(lr), _f(momentum),
+        _f(dampening), _f(weight_decay), _i(use_momentum), _i(bool(nesterov)), _i(bool(first))))
+    return param

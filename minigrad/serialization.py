@@ -28,12 +28,23 @@ Arrays come back as NumPy arrays (Tensors are saved as their values).
 
 Files are written atomically: to a temporary file in the same folder, then
 moved over ``path`` with ``os.replace``, so a crash never leaves half a file.
+A process killed in the middle of a save leaves its temporary file behind;
+the next save of the same file removes it.
+
+A file that is empty, cut short, damaged or not a checkpoint at all raises
+:class:`CheckpointError` with the file's name and what is wrong with it.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
+import secrets
+import socket
+import struct
+import time
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -106,21 +117,102 @@ def _decode(node, arrays):
     raise ValueError(f"load: unknown entry kind {kind!r} in {TREE_KEY}")
 
 
-def atomic_write(path, write):
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it
-    into place with ``os.replace`` (atomic on POSIX and Windows)."""
+class CheckpointError(ValueError):
+    """A file that :func:`load` cannot read as a checkpoint; the message names
+    the file and what is wrong with it."""
+
+
+# A temporary file is named after its target, the host and the process that
+# writes it: ``.checkpoint.npz.<host>-<pid>-<random>.tmp``.  A process killed
+# while writing leaves its file behind; the next save of the same target
+# removes every such file whose process (on this host) is gone.
+_TMP_SUFFIX = ".tmp"
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+
+
+STALE_AFTER_S = 24 * 3600.0     # a temporary file untouched this long is abandoned
+
+
+def _process_gone(pid: int):
+    """True / False where the OS can tell, None where it cannot."""
+    if os.name != "posix":
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:             # it exists, owned by another user
+        return False
+    return False
+
+
+def _stale(name: str, prefix: str, folder: str) -> bool:
+    """Is ``name`` a temporary file of the target with ``prefix`` whose writer
+    is gone?"""
+    if not (name.startswith(prefix) and name.endswith(_TMP_SUFFIX)):
+        return False
+    parts = name[len(prefix):-len(_TMP_SUFFIX)].rsplit("-", 2)
+    if len(parts) == 3 and parts[0] == _HOST and parts[1].isdigit():
+        if int(parts[1]) == os.getpid():
+            return False
+        gone = _process_gone(int(parts[1]))
+        if gone is not None:
+            return gone
+    # another host, an older naming, or no way to ask the OS: by age
+    try:
+        age = time.time() - os.stat(os.path.join(folder, name)).st_mtime
+    except OSError:
+        return False
+    return age > STALE_AFTER_S
+
+
+def remove_stale_temporaries(path) -> list:
+    """Delete the temporary files that interrupted saves of ``path`` left
+    beside it; returns their names."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    prefix = f".{os.path.basename(path)}."
+    removed = []
     try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if _stale(name, prefix, folder):
+            try:
+                os.remove(os.path.join(folder, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
+
+
+def atomic_write(path, write):
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it
+    into place with ``os.replace`` (atomic on POSIX and Windows).
+
+    Leftovers of earlier interrupted writes of ``path`` are removed first.  An
+    ``OSError`` (a full disk, a folder that cannot be written) carries ``path``
+    as its ``filename`` when it had none, so the message names the file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    remove_stale_temporaries(path)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{_HOST}-{os.getpid()}-"
+                               f"{secrets.token_hex(4)}{_TMP_SUFFIX}")
+    try:
+        # created like any other file (the umask decides who may read it)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o666)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.strerror:
+            exc.filename = path
         raise
 
 
@@ -140,13 +232,66 @@ def save_npz(obj: dict, path) -> None:
 def load_npz(path) -> dict:
     """Read a file written by :func:`save_npz` (pickle is never allowed).
 
-    A plain ``.npz`` written by ``numpy.savez`` loads as a flat dict of arrays."""
-    with np.load(os.fspath(path), allow_pickle=False) as archive:
+    A plain ``.npz`` written by ``numpy.savez`` loads as a flat dict of arrays.
+    A file that is empty, cut short, damaged or of another kind raises
+    :class:`CheckpointError` naming the file; a missing or unreadable file
+    raises the usual ``OSError``."""
+    path = os.fspath(path)
+    try:
+        return _read_npz(path)
+    except OSError:
+        raise
+    except _READ_ERRORS as exc:
+        raise CheckpointError(f"cannot load {path}: the file is truncated, or not a minigrad "
+                              f"checkpoint ({_what_is_wrong(path, exc)})") from None
+
+
+_READ_ERRORS = (EOFError, ValueError, KeyError, TypeError, AttributeError, OverflowError,
+                NotImplementedError, zipfile.BadZipFile, zlib.error, struct.error)
+
+
+def _read_npz(path):
+    archive = np.load(path, allow_pickle=False)
+    if not hasattr(archive, "files"):           # a .npy file: one bare array
+        raise _NotAnArchive
+    with archive:
         arrays = {name: archive[name] for name in archive.files if name != TREE_KEY}
+        for name, value in arrays.items():
+            if not isinstance(value, np.ndarray):
+                raise _NotAnArchive(f"its member {name!r} is not a NumPy array")
         if TREE_KEY not in archive.files:
             return arrays
         tree = json.loads(str(archive[TREE_KEY][()]))
     return _decode(tree, arrays)
+
+
+class _NotAnArchive(ValueError):
+    pass
+
+
+def _what_is_wrong(path, exc) -> str:
+    """A short reason for a failed load, in minigrad's words (NumPy's messages
+    would suggest turning pickle on, which a checkpoint never needs)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        head = b""
+    if isinstance(exc, _NotAnArchive):
+        return str(exc) if str(exc) else "it holds a single NumPy array (.npy), not an archive"
+    if isinstance(exc, EOFError) or not head:
+        return "the file is empty" if not head else "the file ends too early"
+    if isinstance(exc, zipfile.BadZipFile):
+        return "a member is damaged" if "CRC" in str(exc) else "not a complete .npz (zip) archive"
+    if isinstance(exc, KeyError):
+        return f"an entry it lists is missing: {exc}"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"its table of contents {TREE_KEY} is damaged"
+    if head.startswith(b"PK"):
+        if "pickle" in str(exc).lower():
+            return "it holds pickled Python objects, which minigrad never loads"
+        return "a member of the archive cannot be read"
+    return "not a NumPy .npz archive"
 
 
 save = save_npz

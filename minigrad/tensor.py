@@ -16,6 +16,11 @@ This file is the whole engine; the operations themselves live in ``minigrad/ops`
   them in ``.grad`` of the leaves (and of any tensor that asked with
   :meth:`Tensor.retain_grad`).  The graph is freed as it is walked unless
   ``retain_graph=True``.
+* A leaf's ``.grad`` is final as soon as every op that used it has been
+  walked, and the order puts each leaf right after its last user: the last
+  layer's weights are done while the earlier layers' backward is still to
+  come.  :meth:`Tensor.register_post_accumulate_grad_hook` is called at that
+  moment (data-parallel training starts averaging those gradients there).
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import contextlib
 
 import numpy as np
 
-from . import backend
+from . import backend, promotion
 
 
 # ----------------------------------------------------------------------------
@@ -136,11 +141,20 @@ class Tensor:
     ``Tensor(data, requires_grad=False, dtype=None, device=None)``: ``data`` is an
     array, a nested list or a scalar.  Arrays keep their dtype (so float64 stays
     float64 for gradient checks); Python floats become float32, minigrad's
-    default.
+    default, Python ints int64.
+
+    Arithmetic (``+ - * / **``) on mixed dtypes follows PyTorch, not NumPy
+    (:mod:`minigrad.promotion`): an integer tensor with a Python float gives
+    float32, float32 with a Python float stays float32, integers with integers
+    stay integers (``/`` gives float32), int64 with a float32 tensor gives
+    float32; a zero-dimensional tensor or a scalar widens the result only
+    when it is of a higher kind (bool < int < float).  Subtracting or negating
+    bools is an error.
     """
 
     __array_priority__ = 1000   # make ``ndarray + Tensor`` call Tensor.__radd__
     __hash__ = object.__hash__  # comparisons return Tensors, identity hashes
+    _post_accumulate_hooks = ()  # a list of its own once a hook is registered
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None, name=None):
         if isinstance(data, Tensor):
@@ -238,6 +252,18 @@ class Tensor:
         self._hooks.append(hook)
         return _HookHandle(self._hooks, hook)
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` during backward right after this leaf's
+        ``.grad`` has received its last contribution of that backward (so
+        ``tensor.grad`` is final for it).  Leaves only.  Returns a remover."""
+        if self._ctx is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors "
+                               "(parameters, inputs) accumulate a .grad")
+        if not self._post_accumulate_hooks:
+            self._post_accumulate_hooks = []
+        self._post_accumulate_hooks.append(hook)
+        return _HookHandle(self._post_accumulate_hooks, hook)
+
     def zero_grad(self):
         self.grad = None
 
@@ -274,6 +300,8 @@ class Tensor:
             if fn is None or node._retain_grad:
                 node.grad = Tensor._wrap(g if node.grad is None else node.grad.data + g)
             if fn is None:
+                for hook in node._post_accumulate_hooks:
+                    hook(node)
                 continue
             if getattr(fn, "freed", False):
                 raise RuntimeError(f"backward through {fn.name} a second time: its saved arrays "
@@ -317,20 +345,36 @@ class Tensor:
     def astype(self, dtype):
         return self.to(dtype=dtype)
 
-    # ---- operators (the ops live in minigrad/ops) -------------------------
-    def __add__(self, other): return _ops.add(self, other)
-    def __radd__(self, other): return _ops.add(other, self)
-    def __sub__(self, other): return _ops.sub(self, other)
-    def __rsub__(self, other): return _ops.sub(other, self)
-    def __mul__(self, other): return _ops.mul(self, other)
-    def __rmul__(self, other): return _ops.mul(other, self)
-    def __truediv__(self, other): return _ops.div(self, other)
-    def __rtruediv__(self, other): return _ops.div(other, self)
-    def __neg__(self): return _ops.neg(self)
-    def __pow__(self, exponent): return _ops.pow(self, exponent)
+    # ---- operators (the ops live in minigrad/ops; dtypes as in PyTorch) -----
+    def __add__(self, other): return _ops.add(*_promoted(self, other))
+    def __radd__(self, other): return _ops.add(*_promoted(other, self))
+    def __sub__(self, other): return _ops.sub(*_promoted(self, other, "sub"))
+    def __rsub__(self, other): return _ops.sub(*_promoted(other, self, "sub"))
+    def __mul__(self, other): return _ops.mul(*_promoted(self, other))
+    def __rmul__(self, other): return _ops.mul(*_promoted(other, self))
+    def __truediv__(self, other): return _ops.div(*_promoted(self, other, "div"))
+    def __rtruediv__(self, other): return _ops.div(*_promoted(other, self, "div"))
+
+    def __neg__(self):
+        if self.dtype.kind == "b":
+            raise TypeError("negation, the `-` operator, on a bool tensor is not supported; "
+                            "to invert a mask use `~` (or logical_not)")
+        return _ops.neg(self)
+
+    def __pow__(self, exponent):
+        if not isinstance(exponent, Tensor):
+            base, _ = _promoted(self, exponent)
+            return _ops.pow(base, exponent)
+        return _ops.pow(self, exponent)
     def __matmul__(self, other): return _ops.matmul(self, other)
     def __rmatmul__(self, other): return _ops.matmul(other, self)
     def __getitem__(self, index): return _shape.getitem(self, index)
+
+    def __invert__(self):
+        """``~mask``: logical not of a bool tensor (bitwise not of an integer one)."""
+        if self.dtype.kind not in "biu":
+            raise TypeError(f"`~` needs a bool or integer tensor, got {self.dtype}")
+        return Tensor._wrap(~self.data)
 
     # comparisons are not differentiable: they return boolean tensors
     def _compare(self, other, op):
@@ -351,7 +395,7 @@ class Tensor:
     def exp(self): return _ops.exp(self)
     def log(self): return _ops.log(self)
     def sqrt(self): return _ops.sqrt(self)
-    def pow(self, exponent): return _ops.pow(self, exponent)
+    def pow(self, exponent): return self.__pow__(exponent)
     def abs(self): return _ops.abs(self)
     def tanh(self): return _ops.tanh(self)
     def sigmoid(self): return _ops.sigmoid(self)
@@ -368,6 +412,33 @@ class Tensor:
         return Tensor._wrap(xp.argmax(self.data, axis=dim, keepdims=keepdim))
 
 
+def _promoted(a, b, op=None):
+    """``a`` and ``b`` (Tensors, arrays or scalars) converted to the one dtype
+    PyTorch gives ``a op b`` (see :mod:`minigrad.promotion`); ``op`` is
+    ``"div"`` (true division: integers give float32) or ``"sub"`` (no bools)."""
+    if op == "sub" and (promotion.is_bool(a) or promotion.is_bool(b)):
+        raise TypeError("subtraction, the `-` operator, with a bool tensor is not supported; "
+                        "to invert a mask use `~` (or logical_not)")
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype == b.dtype \
+            and (op != "div" or a.dtype.kind in "fc"):
+        return a, b
+    dtype = promotion.result_type(a, b)
+    if op == "div" and dtype.kind in "biu":
+        dtype = promotion.DEFAULT_FLOAT
+    ref = a if isinstance(a, Tensor) else b
+    return _operand(a, dtype, ref), _operand(b, dtype, ref)
+
+
+def _operand(x, dtype, ref):
+    if isinstance(x, Tensor):
+        return x if x.dtype == dtype else x.to(dtype=dtype)     # differentiable cast
+    if hasattr(x, "dtype") and not isinstance(x, np.generic):    # a NumPy/CuPy array
+        return x if x.dtype == dtype else x.astype(dtype)
+    # a scalar: on ref's device; integers wrap around like the integer tensor
+    xp = backend.get_array_module(ref.data)
+    return Tensor._wrap(xp.asarray(np.asarray(x).astype(dtype)), False)
+
+
 class _HookHandle:
     def __init__(self, hooks, hook):
         self._hooks, self._hook = hooks, hook
@@ -382,6 +453,8 @@ def _topological_order(root):
 
     Iterative depth-first search: a node is emitted after all its inputs, and
     the list is reversed, so every node comes before the nodes it depends on.
+    A node's leaf inputs are visited after its other inputs, so each leaf lands
+    right behind the op that used it (the order of the ops is unchanged).
     """
     order, visited = [], set()
     stack = [(root, False)]
@@ -396,9 +469,9 @@ def _topological_order(root):
         stack.append((node, True))
         fn = node._ctx
         if fn is not None and not getattr(fn, "freed", False):
-            for parent in fn.inputs:
-                if parent.requires_grad and id(parent) not in visited:
-                    stack.append((parent, False))
+            parents = [p for p in fn.inputs if p.requires_grad and id(p) not in visited]
+            stack.extend((p, False) for p in parents if p._ctx is None)        # popped last
+            stack.extend((p, False) for p in parents if p._ctx is not None)
     order.reverse()
     return order
 

@@ -94,6 +94,55 @@ def test_hook_removal():
     np.testing.assert_allclose(x.grad.numpy(), [2.0])
 
 
+class _Record(Function):
+    """y = 2x that notes in ``log`` when its backward runs."""
+
+    def __init__(self, log, name):
+        self.log, self.label = log, name
+
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, g):
+        self.log.append(("backward", self.label))
+        return 2 * g
+
+
+def test_post_accumulate_hook_fires_once_with_the_final_grad_right_after_the_last_user():
+    # x0 -> [layer 1: W1 used twice] -> [layer 2: W2] -> loss.  W2's hook must run
+    # before layer 1's backward (the last layer is done first), W1's after its
+    # last use, each once per backward, seeing .grad complete.
+    log = []
+    x0 = leaf([1.0, -2.0])
+    w1, w2 = leaf([0.5, 0.25]), leaf([3.0, -1.0])
+    for name, w in (("w1", w1), ("w2", w2)):
+        w.register_post_accumulate_grad_hook(
+            lambda t, name=name: log.append(("hook", name, t.grad.numpy().copy())))
+    h1 = _Record(log, "layer1")(x0 * w1) * w1            # w1 used by two ops
+    loss = (_Record(log, "layer2")(h1) * w2).sum()
+    loss.backward()
+    events = [e[:2] for e in log]
+    assert events == [("hook", "w2"), ("backward", "layer2"), ("backward", "layer1"),
+                      ("hook", "w1")]
+    # d/dw2 = 2·h1 = 2·(2·x0·w1)·w1; d/dw1 = 2·w2·2·(2·x0·w1) = 8·w2·x0·w1
+    np.testing.assert_allclose(log[0][2], 4 * x0.numpy() * w1.numpy() ** 2)
+    np.testing.assert_allclose(log[-1][2], 8 * w2.numpy() * x0.numpy() * w1.numpy())
+    np.testing.assert_array_equal(log[-1][2], w1.grad.numpy())
+
+
+def test_post_accumulate_hook_sees_accumulated_grad_and_can_be_removed():
+    w = leaf([1.0, 2.0])
+    seen = []
+    handle = w.register_post_accumulate_grad_hook(lambda t: seen.append(t.grad.numpy().copy()))
+    (w * 3).sum().backward()
+    (w * 3).sum().backward()                 # .grad accumulates: the hook sees 6
+    handle.remove()
+    (w * 3).sum().backward()
+    np.testing.assert_allclose(seen, [[3.0, 3.0], [6.0, 6.0]])
+    with pytest.raises(RuntimeError, match="only leaf tensors"):
+        (w * 2).register_post_accumulate_grad_hook(lambda t: None)
+
+
 def test_graph_is_freed_after_backward():
     x = leaf([1.0, 2.0])
     y = (x.exp() * x).sum()

@@ -481,13 +481,23 @@ def test_training_script_finds_data_folders_of_a_checkout(tmp_path, monkeypatch)
     """With no --data-dir, ``data/cifar-10-batches-py`` under the working folder
     (or ``../shared/data/...`` beside it) is used before the cache and the download."""
     import argparse
-    from minigrad import train as T
+    from minigrad import training as T
     files, (rows, labels), _ = _make_cifar()
     _write_dir(tmp_path / "work" / "data" / "cifar-10-batches-py", files)
     monkeypatch.chdir(tmp_path / "work")
     monkeypatch.delenv("MINIGRAD_CIFAR10_DIR", raising=False)
     monkeypatch.setenv("MINIGRAD_DATA", str(tmp_path / "empty-cache"))
     args = argparse.Namespace(data_dir=None, no_download=True)
-    train, test = T._find_cifar(args, log=lambda *a: None)
+    train, test = T.find_cifar(args, log=lambda *a: None)
     assert len(train) == len(labels) and len(test) == 5
     assert str(train.source).startswith(str(tmp_path / "work" / "data"))
+
+
+def test_loader_refuses_to_truncate_float_labels():
+    x = np.zeros((4, 1, 2, 2), np.float32)
+    with pytest.raises(ValueError, match=r"label 1 is 0\.7"):
+        DataLoader((x, np.array([0.0, 0.7, 2.0, 3.0])), 2)
+    with pytest.raises(TypeError, match="integer class indices"):
+        DataLoader((x, np.array(["a", "b", "c", "d"])), 2)
+    whole = DataLoader((x, np.array([0.0, 1.0, 2.0, 3.0], np.float32)), 2)
+    assert whole.labels.dtype == np.int64 and whole.labels.tolist() == [0, 1, 2, 3]

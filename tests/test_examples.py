@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigrad import train as T
+from minigrad import training as T
 
 REPO = Path(__file__).resolve().parents[1]
 EX = REPO / "examples"

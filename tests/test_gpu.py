@@ -273,3 +273,186 @@ def test_resnet20_trains_on_gpu(impl):
             losses.append(loss.item())
     assert all(np.isfinite(losses))
     assert min(losses[-3:]) < 0.7 * losses[0], losses
+
+
+# --- large shapes: the hand-written kernels against im2col + cuBLAS -----------------------------
+def rel_err(a, b):
+    """||a - b|| / ||b|| (float32 arithmetic lands far below 1e-4 here)."""
+    a, b = cp.asarray(a, cp.float64), cp.asarray(b, cp.float64)
+    return float(cp.linalg.norm(a - b) / cp.linalg.norm(b))
+
+
+# (N, C, K, H, W, stride): CIFAR ResNet stages at batch 256 and 128, VGG's first layers at
+# 224 x 224 (C = 3 fills part of a channel chunk), stride 2 at 224 x 224
+LARGE_SHAPES = [(256, 16, 16, 32, 32, 1), (256, 16, 32, 32, 32, 2), (128, 64, 64, 8, 8, 1),
+                (8, 3, 64, 224, 224, 1), (8, 64, 128, 224, 224, 2), (4, 128, 128, 56, 56, 1)]
+
+
+@pytest.mark.parametrize("impl", ["cupy", "numba"])
+@pytest.mark.parametrize("N,C,K,H,W,s", LARGE_SHAPES)
+def test_conv3x3_large_shapes_match_im2col_cublas(impl, N, C, K, H, W, s):
+    rng = cp.random.default_rng(N + C + K + H + s)
+    x = rng.standard_normal((N, C, H, W), dtype=cp.float32)
+    w = rng.standard_normal((K, C, 3, 3), dtype=cp.float32)
+    ho, wo = (H - 1) // s + 1, (W - 1) // s + 1
+    gy = rng.standard_normal((N, K, ho, wo), dtype=cp.float32)
+    if (N, H) == (256, 32):     # the weight gradient is cut into several slices here
+        assert gpu.conv3x3_weight_launch(N, C, K, ho, wo)[3] > 1
+    want = [gpu.conv2d_forward(x, w, s, 1, impl="im2col"),
+            gpu.conv2d_backward_input(gy, w, x.shape, s, 1, impl="im2col"),
+            gpu.conv2d_backward_weight(x, gy, s, 1, impl="im2col")]
+    got = [gpu.conv2d_forward(x, w, s, 1, impl=impl),
+           gpu.conv2d_backward_input(gy, w, x.shape, s, 1, impl=impl),
+           gpu.conv2d_backward_weight(x, gy, s, 1, impl=impl)]
+    for what, g, e in zip(("y", "dx", "dw"), got, want):
+        assert g.shape == e.shape and bool(cp.isfinite(g).all()), what
+        assert rel_err(g, e) < 1e-4, (what, rel_err(g, e))
+
+
+def test_conv3x3_reference_path_is_right_at_a_large_shape():
+    """The im2col + cuBLAS reference itself, against float64 at one large stride-2 shape."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((16, 8, 64, 64)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((16, 8, 32, 32)).astype(np.float32)
+    y, gx, gw = conv_reference(x, w, gy, 2, 1)
+    assert rel_err(gpu.conv2d_forward(to_gpu(x), to_gpu(w), 2, 1, impl="im2col"), y) < 1e-5
+    assert rel_err(gpu.conv2d_backward_input(to_gpu(gy), to_gpu(w), x.shape, 2, 1,
+                                             impl="im2col"), gx) < 1e-5
+    assert rel_err(gpu.conv2d_backward_weight(to_gpu(x), to_gpu(gy), 2, 1, impl="im2col"),
+                   gw) < 1e-5
+
+
+@pytest.mark.parametrize("impl", ["cupy", "numba", "im2col"])
+def test_conv2d_non_contiguous_inputs(impl):
+    """A transposed (NHWC-stored) input and a strided weight give the contiguous result."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((4, 10, 12, 6)).astype(np.float32)      # N, H, W, C
+    w = rng.standard_normal((5, 12, 3, 3)).astype(np.float32)       # every other channel
+    xs, ws = to_gpu(x).transpose(0, 3, 1, 2), to_gpu(w)[:, ::2]
+    assert not xs.flags.c_contiguous and not ws.flags.c_contiguous
+    with gpu.conv_kernel(impl):
+        outs = []
+        for a, b in ((xs, ws), (cp.ascontiguousarray(xs), cp.ascontiguousarray(ws))):
+            tx, tw = minigrad.Tensor(a, requires_grad=True), minigrad.Tensor(b, requires_grad=True)
+            y = F.conv2d(tx, tw, stride=2, padding=1)
+            (y * y).sum().backward()
+            outs.append([y.numpy(), tx.grad.numpy(), tw.grad.numpy()])
+    for g, e in zip(*outs):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_numba_kernels_follow_cupys_current_stream():
+    """On a non-default CuPy stream the Numba kernels see the inputs CuPy just wrote and
+    CuPy sees their outputs, with no synchronisation in between."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((8, 16, 32, 32)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    want = gpu.conv2d_forward(to_gpu(x), to_gpu(w), 1, 1, impl="im2col")
+    with cp.cuda.Stream(non_blocking=True) as stream:
+        xs = to_gpu(x) * 2                      # queued on the stream
+        y = gpu.conv2d_forward(xs, to_gpu(w), 1, 1, impl="numba") * 0.5
+        stream.synchronize()
+    assert rel_err(y, want) < 1e-5
+
+
+# --- dropout and SGD on the device ------------------------------------------------------------
+def test_dropout_on_the_gpu():
+    x = cp.asarray(np.random.default_rng(14).standard_normal((64, 500)).astype(np.float32))
+    results = []
+    for _ in range(2):
+        minigrad.manual_seed(7)
+        t = minigrad.Tensor(x, requires_grad=True)
+        y = F.dropout(t, 0.25)
+        y.backward(cp.ones_like(x))
+        results.append((cp.asnumpy(y.data), cp.asnumpy(t.grad.data)))
+    (y, g), (y2, g2) = results
+    np.testing.assert_array_equal(y, y2)            # manual_seed repeats the mask
+    mask = g                                        # the gradient of sum(y) is the mask
+    assert set(np.unique(mask)) == {0.0, np.float32(1 / 0.75)}
+    assert abs((mask > 0).mean() - 0.75) < 0.01
+    np.testing.assert_allclose(y, cp.asnumpy(x) * mask, rtol=1e-6)
+
+
+def test_sgd_on_the_gpu_matches_the_cpu():
+    from minigrad import optim
+    rng = np.random.default_rng(15)
+    start = [rng.standard_normal(s).astype(np.float32) for s in [(16, 8, 3, 3), (16,)]]
+    grads = [[rng.standard_normal(a.shape).astype(np.float32) for a in start] for _ in range(4)]
+
+    def train(device):
+        params = [minigrad.nn.Parameter(minigrad.Tensor(a, device=device).data) for a in start]
+        opt = optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = minigrad.Tensor(g, device=device)
+            opt.step()
+        return [p.numpy() for p in params]
+
+    for g, e in zip(train("cuda"), train("cpu")):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+
+
+# --- checkpoints, dense evaluation and the training script on the GPU ---------------------------
+def test_checkpoint_round_trip_on_gpu(tmp_path):
+    """Save a model and its optimizer trained on the GPU, load them into fresh ones on
+    the GPU: the next step gives the same loss and the same weights."""
+    from minigrad import models, optim
+    rng = np.random.default_rng(16)
+    x = minigrad.Tensor(rng.standard_normal((16, 3, 32, 32)).astype(np.float32), device="cuda")
+    t = rng.integers(0, 10, 16)
+
+    def make():
+        minigrad.manual_seed(1)
+        m = models.create("resnet20").to("cuda")
+        return m, optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+
+    def step(m, o):
+        loss = F.cross_entropy(m(x), t)
+        o.zero_grad()
+        loss.backward()
+        o.step()
+        return loss.item()
+
+    model, opt = make()
+    for _ in range(2):
+        step(model, opt)
+    minigrad.save({"model": model.state_dict(), "optim": opt.state_dict()}, tmp_path / "c.npz")
+    model2, opt2 = make()
+    saved = minigrad.load(tmp_path / "c.npz")
+    model2.load_state_dict(saved["model"])
+    opt2.load_state_dict(saved["optim"])
+    assert all(p.device == "cuda" for p in model2.parameters())
+    assert step(model2, opt2) == step(model, opt)
+    for (name, a), (_, b) in zip(model.state_dict().items(), model2.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_dense_evaluation_on_gpu():
+    """dense_predict of a small VGG at 224 x 256 on the GPU, fed a CuPy batch, equals the CPU."""
+    from minigrad import models
+    from minigrad.models import dense_predict
+    minigrad.manual_seed(0)
+    vgg = models.VGG("A", 10, width=8, hidden=64).eval()
+    x = np.random.default_rng(17).standard_normal((2, 3, 224, 256)).astype(np.float32)
+    want = dense_predict(vgg, x).numpy()
+    vgg.to("cuda")
+    got = dense_predict(vgg, cp.asarray(x))          # a CuPy batch, not a Tensor
+    assert got.device == "cuda"
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-6)
+
+
+def test_training_script_on_gpu(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "examples" / "train_cifar_resnet.py"
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(script), "--device", "cuda", "--dataset",
+                           "synthetic", "--synthetic-size", "256", "--blocks-per-stage", "1",
+                           "--iterations", "6", "--batch-size", "64", "--out", str(out),
+                           "--quiet"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = (out / "iterations.csv").read_text().strip().splitlines()[1:]
+    losses = [float(r.split(",")[2]) for r in rows]
+    assert len(losses) == 6 and all(np.isfinite(losses))

@@ -1,4 +1,4 @@
-"""minigrad.train: schedules, top-k error, files, and exact resume.
+"""minigrad.training: schedules, top-k error, files, and exact resume.
 
 The resume tests train a tiny ResNet (width 4, one block per stage) on a few
 hundred synthetic images: an interrupted-and-resumed run must end with the
@@ -16,7 +16,7 @@ import pytest
 import minigrad
 import minigrad.models
 import minigrad.optim
-from minigrad import train as T
+from minigrad import training as T
 from minigrad.serialization import load_npz
 
 # training runs go to a subprocess with one BLAS thread: on a shared machine a
@@ -25,7 +25,7 @@ ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", NUMBA_NUM_
 DRIVER = """
 import os, signal, sys
 import minigrad.optim
-from minigrad.train import main
+from minigrad.training import main
 stop_at = int(sys.argv[1])
 if stop_at:
     step, calls = minigrad.optim.SGD.step, [0]
@@ -41,7 +41,7 @@ sys.exit(main(sys.argv[2:]))
 
 
 def train_main(argv, interrupt_after=0, env=None, cwd=None):
-    """Run ``minigrad.train.main(argv)`` in a fresh process; returns (code, stdout, stderr)."""
+    """Run ``minigrad.training.main(argv)`` in a fresh process; returns (code, stdout, stderr)."""
     r = subprocess.run([sys.executable, "-c", DRIVER, str(interrupt_after), *map(str, argv)],
                        env=env or ENV, capture_output=True, text=True, timeout=300, cwd=cwd)
     return r.returncode, r.stdout, r.stderr
@@ -61,7 +61,7 @@ def test_paper_schedule():
     w = T.lr_factor_fn("paper", 64000, warmup=400)
     assert [w(i) for i in (0, 399, 400, 32000, 48000)] == pytest.approx([0.1, 0.1, 1, 0.1, 0.01])
     args = T.build_parser().parse_args(["--schedule", "paper"])
-    assert T._plan(args, 391) == (64000, 164)          # 64k iterations = 164 epochs of 391
+    assert T.plan(args, 391) == (64000, 164)          # 64k iterations = 164 epochs of 391
 
 
 def test_step_and_cosine_schedules():
@@ -69,8 +69,8 @@ def test_step_and_cosine_schedules():
     assert [s(i) for i in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, .1, .1, .01, .01])
     c = T.lr_factor_fn("cosine", 100)
     assert c(0) == 1 and c(50) == pytest.approx(0.5) and c(100) == pytest.approx(0)
-    assert T._plan(T.build_parser().parse_args(["--epochs", "3"]), 10) == (30, 3)
-    assert T._plan(T.build_parser().parse_args(["--iterations", "25"]), 10) == (25, 3)
+    assert T.plan(T.build_parser().parse_args(["--epochs", "3"]), 10) == (30, 3)
+    assert T.plan(T.build_parser().parse_args(["--iterations", "25"]), 10) == (25, 3)
 
 
 def test_topk_error_against_loop():
@@ -192,7 +192,7 @@ def test_mid_epoch_interrupt_resumes_exactly(tmp_path, reference_run):
 def test_stop_flag_installs_and_restores_handlers():
     before = signal.getsignal(signal.SIGINT)
     messages = []
-    with T._StopFlag(messages.append) as flag:
+    with T.StopFlag(messages.append) as flag:
         assert signal.getsignal(signal.SIGINT) is not before
         os.kill(os.getpid(), signal.SIGINT)            # first Ctrl-C: only a flag
         assert flag.set and "finishing this batch" in messages[0]
@@ -227,3 +227,24 @@ def test_fallback_to_synthetic_is_loud(tmp_path):
     assert "CIFAR-10 not found" in out and "empty-cache" in out
     ck = T.load_checkpoint(tmp_path / "r")
     assert ck["args"]["dataset"] == "synthetic" and ck["args"]["synthetic_fallback"] is True
+
+
+def test_resume_with_the_default_threads_is_bit_identical(tmp_path):
+    """With minigrad's default threads (the CPU kernels split their reductions
+    across the thread pool): a run stopped by Ctrl-C in the middle of its
+    epoch and resumed ends with every loss and every weight bit-identical to
+    an uninterrupted run."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    argv = ["--dataset", "synthetic", "--synthetic-size", "512", "--width", "8",
+            "--blocks-per-stage", "1", "--batch-size", "32", "--epochs", "1", "--seed", "5",
+            "--quiet", "--eval-batch-size", "128"]
+    whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+    assert train_main(argv + ["--out", whole], env=env)[0] == 0
+    code, _, err = train_main(argv + ["--out", parts], interrupt_after=7, env=env)
+    assert code == 130, err
+    assert train_main(["--resume", parts, "--quiet"], env=env)[0] == 0
+    a, b = _final_state(whole), _final_state(parts)
+    assert a["iterations"].shape == (16, 5)
+    np.testing.assert_array_equal(a["iterations"], b["iterations"])     # every loss
+    _assert_same_run(whole, parts)                                       # every weight

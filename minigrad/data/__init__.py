@@ -13,6 +13,7 @@
 * :mod:`~minigrad.data.synthetic`: a learnable synthetic image set for offline runs;
 * :mod:`~minigrad.data.transforms`: vectorised augmentation of NCHW batches;
 * :mod:`~minigrad.data.loader`: :class:`DataLoader`;
+* :mod:`~minigrad.data.sampler`: :class:`DistributedSampler` (each rank's share);
 * :mod:`~minigrad.data.download`: MD5-checked atomic downloads and the
   :class:`DatasetError` family.
 """
@@ -21,9 +22,10 @@ from .cifar import CIFAR10, CIFAR100
 from .download import (CorruptDatasetError, DatasetError, DatasetNotFoundError, DownloadError,
                        default_cache_dir, download_url)
 from .loader import DataLoader
+from .sampler import DistributedSampler
 from .mnist import MNIST, FashionMNIST
 from .synthetic import SyntheticImages
 
 __all__ = ["CIFAR10", "CIFAR100", "MNIST", "FashionMNIST", "SyntheticImages", "DataLoader",
-           "transforms", "DatasetError", "DatasetNotFoundError", "DownloadError",
-           "CorruptDatasetError", "default_cache_dir", "download_url"]
+           "DistributedSampler", "transforms", "DatasetError", "DatasetNotFoundError",
+           "DownloadError", "CorruptDatasetError", "default_cache_dir", "download_url"]

@@ -28,6 +28,10 @@ restoring them reproduces the same batches, bit for bit, even in the middle
 of an epoch, and a batch is the same whether it was prepared in the
 background thread or not.
 
+A ``sampler`` (e.g. :class:`DistributedSampler`, each rank's share) replaces
+the loader's own order: epoch ``e`` takes the sampler's indices after
+``sampler.set_epoch(e)``, and ``len(loader)`` counts the sampler's indices.
+
 Prefetching: with ``prefetch=k > 0`` a background thread prepares up to
 ``k`` batches ahead (indexing, conversion and augmentation, mostly NumPy
 code that releases the GIL) while the main thread computes; ``prefetch=0``
@@ -45,9 +49,27 @@ __all__ = ["DataLoader"]
 _END = object()
 
 
+def _class_indices(labels):
+    """The labels as int64 class indices; float labels only when they are
+    whole numbers (0.7 is an error, never silently class 0)."""
+    if labels.dtype.kind in "biu":
+        return labels.astype(np.int64)
+    if labels.dtype.kind != "f":
+        raise TypeError(f"DataLoader: labels must be integer class indices, got dtype "
+                        f"{labels.dtype}")
+    whole = np.isfinite(labels) & (labels == np.round(labels))
+    if not whole.all():
+        i = int(np.argmin(whole))
+        raise ValueError(f"DataLoader: labels must be integer class indices, but label {i} is "
+                         f"{labels[i].item()!r} ({labels.dtype} labels); round or convert "
+                         "them yourself if that is what you mean")
+    return labels.astype(np.int64)
+
+
 class DataLoader:
     """``DataLoader(dataset_or_arrays, batch_size=1, shuffle=False,
-    drop_last=False, seed=None, transform=None, prefetch=2, scale=1/255)``.
+    drop_last=False, seed=None, transform=None, prefetch=2, scale=1/255,
+    sampler=None)``.
 
     ``dataset_or_arrays``: an object with ``.data`` (N, C, H, W) and
     ``.targets`` (N,) (:class:`CIFAR10`, :class:`SyntheticImages`, ...) or a
@@ -57,7 +79,7 @@ class DataLoader:
 
     def __init__(self, dataset_or_arrays, batch_size: int = 1, shuffle: bool = False,
                  drop_last: bool = False, seed=None, transform=None, prefetch: int = 2,
-                 scale: float = 1.0 / 255):
+                 scale: float = 1.0 / 255, sampler=None):
         if isinstance(dataset_or_arrays, (tuple, list)) and len(dataset_or_arrays) == 2:
             images, labels = dataset_or_arrays
         elif hasattr(dataset_or_arrays, "data") and hasattr(dataset_or_arrays, "targets"):
@@ -71,24 +93,29 @@ class DataLoader:
                              f"{images.shape} and {labels.shape}")
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: give shuffle=True or a sampler, not both "
+                             "(the sampler decides the order)")
         if prefetch < 0:
             raise ValueError(f"DataLoader: prefetch must be >= 0, got {prefetch!r}")
-        self.images, self.labels = images, labels.astype(np.int64)
+        self.images, self.labels = images, _class_indices(labels)
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), bool(shuffle), drop_last
         self.transform, self.prefetch, self.scale = transform, int(prefetch), scale
+        self.sampler = sampler
         self.seed = int(np.random.SeedSequence().entropy % (2 ** 63)) if seed is None else int(seed)
         self.epoch = 0          # the epoch the next iteration runs
         self.batch = 0          # batches of that epoch already delivered
 
     # ---- sizes ----------------------------------------------------------------------
     def __len__(self):
-        n = len(self.labels)
+        n = len(self.labels) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     @property
     def num_samples(self):
         """Images delivered per epoch (fewer than the data with drop_last)."""
-        return len(self) * self.batch_size if self.drop_last else len(self.labels)
+        n = len(self.labels) if self.sampler is None else len(self.sampler)
+        return len(self) * self.batch_size if self.drop_last else n
 
     # ---- state --------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -105,7 +132,12 @@ class DataLoader:
 
     # ---- making batches ---------------------------------------------------------------
     def order(self, epoch: int) -> np.ndarray:
-        """The sample order of ``epoch`` (a seeded permutation when shuffling)."""
+        """The sample order of ``epoch`` (a seeded permutation when shuffling,
+        the sampler's indices when there is one)."""
+        if self.sampler is not None:
+            if hasattr(self.sampler, "set_epoch"):
+                self.sampler.set_epoch(epoch)
+            return np.fromiter(iter(self.sampler), dtype=np.int64)
         n = len(self.labels)
         if not self.shuffle:
             return np.arange(n)

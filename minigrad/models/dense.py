@@ -19,8 +19,6 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
-import numpy as np
-
 from .. import backend, nn
 from ..tensor import Tensor, no_grad
 from .initialization import skip_layer_init
@@ -100,6 +98,8 @@ def _softmax(scores):
 def dense_predict(model, images, flip=True) -> Tensor:
     """Class posteriors of ``images`` (N, 3, H, W) by dense evaluation (Sec 3.2).
 
+    ``images``: a Tensor, or a NumPy or CuPy array on the model's device.
+
     The fully convolutional net (``model`` is a VGG, converted here, or a
     :class:`DenseVGG`) produces a class score map; it is averaged over space
     to one score vector per image, turned into soft-max posteriors, and, with
@@ -110,7 +110,9 @@ def dense_predict(model, images, flip=True) -> Tensor:
     dense = to_fully_convolutional(model) if isinstance(model, VGG) else model
     if not isinstance(dense, DenseVGG):
         raise TypeError(f"dense_predict: expected a VGG or DenseVGG, got {type(model).__name__}")
-    x = images if isinstance(images, Tensor) else Tensor(np.asarray(images))
+    # Tensor() keeps an array where it is (a CuPy batch stays on the GPU; CuPy refuses
+    # the implicit copy np.asarray would ask for) and turns lists into NumPy arrays
+    x = images if isinstance(images, Tensor) else Tensor(images)
     if x.ndim != 4:
         raise ValueError(f"dense_predict: expected images (N, 3, H, W), got shape {x.shape}")
     modes = {id(m): m.training for m in dense.modules()}

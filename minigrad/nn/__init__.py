@@ -6,6 +6,8 @@
 * :mod:`minigrad.nn.layers`: ``Conv2d``, ``Linear``, ``BatchNorm1d/2d``,
   ``LocalResponseNorm``, pooling, ``ReLU``, ``Dropout``, ``Flatten``,
   ``Identity``, ``CrossEntropyLoss``
+* :mod:`minigrad.nn.sync_batchnorm`: ``SyncBatchNorm`` (batch statistics over all ranks)
+* :mod:`minigrad.nn.parallel`: ``DistributedDataParallel`` (gradients averaged over ranks)
 * :mod:`minigrad.nn.functional`: the same operations as functions (``F.conv2d``...)
 * :mod:`minigrad.nn.init`: weight initialisation (He, Glorot, ...)
 """
@@ -15,10 +17,12 @@ from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Con
                      CrossEntropyLoss, Dropout, Flatten, Identity, Linear, LocalResponseNorm,
                      MaxPool2d, ReLU)
 from .module import Module, Parameter, RemovableHandle
+from .sync_batchnorm import SyncBatchNorm
+from . import parallel
 
 __all__ = [
     "functional", "init", "Module", "Parameter", "RemovableHandle", "Sequential", "ModuleList",
     "Conv2d", "Linear", "BatchNorm1d", "BatchNorm2d", "LocalResponseNorm", "MaxPool2d",
     "AvgPool2d", "AdaptiveAvgPool2d", "ReLU", "Dropout", "Flatten", "Identity",
-    "CrossEntropyLoss",
+    "CrossEntropyLoss", "SyncBatchNorm", "parallel",
 ]

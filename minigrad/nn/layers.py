@@ -202,6 +202,10 @@ class _BatchNorm(Module):
         if len(shape) not in self._expected_dims or shape[1] != self.num_features:
             raise ValueError(f"{type(self).__name__}({self.extra_repr()}): expected input "
                              f"{self._layout.format(C=self.num_features)}, got shape {shape}")
+        if np.dtype(x.dtype).kind not in "fc":      # PyTorch refuses integer input too
+            raise TypeError(f"{type(self).__name__}({self.extra_repr()}): expected a "
+                            f"floating-point input, got {x.dtype} of shape {shape}; convert "
+                            "it first (x.float())")
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.data += 1
@@ -214,11 +218,14 @@ class _BatchNorm(Module):
                 raise ValueError(f"{type(self).__name__}({self.extra_repr()}): training needs "
                                  f"more than 1 value per channel, got input shape {shape}")
         track = not self.training or self.track_running_stats
-        return F.batch_norm(x,
-                            self.running_mean if track else None,
-                            self.running_var if track else None,
-                            self.weight, self.bias, training=use_batch_stats,
-                            momentum=factor, eps=self.eps)
+        return self._normalize(x, self.running_mean if track else None,
+                               self.running_var if track else None, use_batch_stats, factor)
+
+    def _normalize(self, x, running_mean, running_var, use_batch_stats, momentum):
+        """The normalisation itself, once the input is checked (SyncBatchNorm
+        takes the batch statistics over all ranks here)."""
+        return F.batch_norm(x, running_mean, running_var, self.weight, self.bias,
+                            training=use_batch_stats, momentum=momentum, eps=self.eps)
 
 
 class BatchNorm1d(_BatchNorm):

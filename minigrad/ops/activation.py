@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import backend
 from .. import config   # the CPU fast path switch (kernels/cpu_numba.py)
+from .. import cuda as _gpu   # GPU kernels (kernels/dropout.cu); imports CuPy only when used
 from .. import random as _random
 from ..tensor import Function, data_of
 
@@ -101,6 +102,17 @@ class Dropout(Function):
         return grad * self.mask
 
 
+class DropoutCuda(Dropout):
+    """GPU, float32, minigrad's own generator (kernels/dropout.cu): the mask is drawn
+    and applied on the device in one kernel, from one seed taken from that generator,
+    so a seeded run repeats exactly and nothing is copied from the host."""
+
+    def forward(self, x):
+        seed = int(_random.get_rng().integers(0, 2**63))
+        y, self.mask = _gpu.dropout_forward(x, self.p, seed)
+        return y
+
+
 def relu(x):
     """max(0, x) element-wise."""
     a = data_of(x)
@@ -131,4 +143,6 @@ def dropout(x, p=0.5, training=True, generator=None):
         raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
     if not training or p == 0:
         return x
-    return Dropout(float(p), generator)(x)
+    a = data_of(x)
+    gpu = generator is None and backend.device_of(a) == "cuda" and a.dtype == np.float32
+    return (DropoutCuda if gpu else Dropout)(float(p), generator)(x)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from .. import config   # the CPU fast path switch (kernels/cpu_numba.py)
+from .. import cuda as _gpu   # the one-kernel GPU update (kernels/sgd.cu)
 from ..tensor import no_grad
 from .optimizer import Optimizer, required
 
@@ -67,6 +69,8 @@ class SGD(Optimizer):
                                          f"of shape {p.shape}")
                     if self._fast_update(p, g, lr, momentum, dampening, wd, nesterov):
                         continue
+                    if self._gpu_update(p, g, lr, momentum, dampening, wd, nesterov):
+                        continue
                     if wd != 0:
                         g = g + wd * p.data                 # a new array: p.grad is untouched
                     if momentum != 0:
@@ -100,4 +104,22 @@ class SGD(Optimizer):
             buf = state["momentum_buffer"] = np.empty_like(data)
         kern.sgd_momentum_update(data.reshape(-1), g.reshape(-1), buf.reshape(-1), t(lr),
                                  t(momentum), t(dampening), t(wd), bool(nesterov), first)
+        return True
+
+    def _gpu_update(self, p, g, lr, momentum, dampening, wd, nesterov):
+        """The same update as one kernel per parameter (kernels/sgd.cu) for contiguous
+        float32 CuPy arrays; returns False (nothing done) otherwise."""
+        data = p.data
+        if not (backend.device_of(data) == "cuda" and backend.device_of(g) == "cuda"
+                and data.dtype == np.float32 and g.dtype == np.float32
+                and data.flags.c_contiguous and g.flags.c_contiguous):
+            return False
+        buf, first = None, False
+        if momentum != 0:
+            state = self.state.setdefault(p, {})
+            buf = state.get("momentum_buffer")
+            first = buf is None
+            if first:
+                buf = state["momentum_buffer"] = backend.get_array_module(data).empty_like(data)
+        _gpu.sgd_update(data, g, buf, lr, momentum, dampening, wd, nesterov, first)
         return True

@@ -38,7 +38,7 @@ import minigrad.nn.functional as F
 import minigrad.models as models
 import minigrad.optim as optim
 from minigrad.data import CIFAR10, DataLoader, SyntheticImages, transforms as T
-from minigrad.train import predict_logits
+from minigrad.training import predict_logits
 
 plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80})
 minigrad.manual_seed(0)

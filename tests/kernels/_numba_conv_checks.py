@@ -20,8 +20,12 @@ CASES = [
     ("tiles_forward_s1", 1, 9, 17, 9, 10, 1, 1, ("forward",)),
     # several tiles, gy-channel chunks (K > 8) and input-channel blocks (C > 16)
     ("tiles_grad_x_s2", 1, 17, 9, 11, 10, 2, 1, ("grad_x",)),
-    # two input-channel groups (C > 4) and two slices of the positions
+    # stride 2 over several tiles: the de-interleaved (even, then odd columns) patch rows
+    ("tiles_forward_s2", 1, 3, 5, 18, 17, 2, 1, ("forward",)),
+    # two input-channel groups (C > 4) and two slices of the (image, tile) units
     ("slices_grad_w_s2", 1, 5, 2, 9, 10, 2, 2, ("grad_w",)),
+    # two output- and input-channel groups, two images, four units in each of two slices
+    ("units_grad_w_s1", 2, 5, 6, 9, 10, 1, 2, ("grad_w",)),
 ]
 
 
@@ -75,19 +79,25 @@ def check(name):
     gy = rng.standard_normal((N, K, Ho, Wo)).astype(np.float32)
 
     want_gx, want_gw = reference_backward(x, w, gy, s, 1)
+    # on a GPU the arrays go to the device explicitly; the simulator takes NumPy arrays
+    from numba import cuda
+    from numba.core import config
+    on_gpu = not config.ENABLE_CUDASIM
+    dev = cuda.to_device if on_gpu else (lambda a: a)
+    host = (lambda a: a.copy_to_host()) if on_gpu else (lambda a: a)
     results = []   # (what, got, want); outputs start as NaN so unwritten entries show
     if "forward" in kernels:
-        y = np.full((N, K, Ho, Wo), np.nan, np.float32)
-        nc.forward(x, w, y, s, 1)
-        results.append(("forward", y, reference_forward(x, w, s, 1)))
+        y = dev(np.full((N, K, Ho, Wo), np.nan, np.float32))
+        nc.forward(dev(x), dev(w), y, s, 1)
+        results.append(("forward", host(y), reference_forward(x, w, s, 1)))
     if "grad_x" in kernels:
-        gx = np.full(x.shape, np.nan, np.float32)
-        nc.backward_input(gy, w, gx, s, 1)
-        results.append(("grad_x", gx, want_gx))
+        gx = dev(np.full(x.shape, np.nan, np.float32))
+        nc.backward_input(dev(gy), dev(w), gx, s, 1)
+        results.append(("grad_x", host(gx), want_gx))
     if "grad_w" in kernels:
-        part = np.full((slices, K, C, 3, 3), np.nan, np.float32)
-        nc.backward_weight(x, gy, part, s, 1)
-        results.append(("grad_w", part.sum(0), want_gw))
+        part = dev(np.full((slices, K, C, 3, 3), np.nan, np.float32))
+        nc.backward_weight(dev(x), dev(gy), part, s, 1)
+        results.append(("grad_w", host(part).sum(0), want_gw))
 
     problems = []
     for what, got, want in results:

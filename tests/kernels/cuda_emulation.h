@@ -9,6 +9,8 @@
 //     warp plus a buffer through which the lanes exchange values: a fiber waiting at a
 //     barrier yields until the last thread arrives.
 // launch() returns 0, or 1 when the threads deadlock (a barrier some thread never reaches).
+// emu::first_block_z > 0 runs only the blocks from that blockIdx.z on (the last images
+// of a batch too large to run whole).
 #pragma once
 #include <ucontext.h>
 
@@ -21,6 +23,9 @@
 #define __device__
 #define __forceinline__ inline
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+
+struct __attribute__((aligned(16))) float4 { float x, y, z, w; };
 
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
 static dim3 blockIdx, blockDim, gridDim, threadIdx;
@@ -41,6 +46,7 @@ static std::function<void()> body;
 static int current = 0;
 static long long progress = 0;              // barrier releases + finished threads
 static Barrier block_barrier;
+static unsigned first_block_z = 0;          // launch() skips the blocks with a smaller z
 static std::vector<Barrier> warp_barriers;
 static std::vector<float> shfl_buffer;
 
@@ -83,7 +89,7 @@ int launch(dim3 grid, dim3 block, Kernel kernel, Args... args) {
         stacks[t].resize(1 << 16);
         thread_index[t] = dim3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
     }
-    for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned bz = first_block_z; bz < grid.z; ++bz)
         for (unsigned by = 0; by < grid.y; ++by)
             for (unsigned bx = 0; bx < grid.x; ++bx) {
                 blockIdx = dim3{bx, by, bz};

@@ -57,8 +57,10 @@ def compare(fn, arrays, fake_gpu, rtol=1e-4, atol=1e-4):
 
 
 def numba_usable():
+    """The simulator, or a real GPU (which copies these NumPy arrays to the device)."""
+    from numba import cuda
     from numba.core import config
-    return bool(config.ENABLE_CUDASIM)
+    return bool(config.ENABLE_CUDASIM) or cuda.is_available()
 
 
 # the Numba simulator is slow: one Numba case
@@ -66,7 +68,8 @@ def numba_usable():
                                          ("numba", 2)])
 def test_conv2d_3x3_reaches_the_kernels(fake_gpu, impl, stride):
     if impl == "numba" and not numba_usable():
-        pytest.skip("numba.cuda was imported without the simulator in this process")
+        pytest.skip("numba.cuda was imported without the simulator in this process, "
+                    "and there is no GPU")
     rng = np.random.default_rng(stride)
     arrays = [rng.standard_normal(s).astype(np.float32) for s in [(2, 3, 7, 6), (5, 3, 3, 3), (5,)]]
     with gpu.conv_kernel(impl):
@@ -129,3 +132,69 @@ def test_conv_wrappers_called_directly(fake_gpu, impl):
         gpu.conv2d_forward(x, w, 3, 1, impl=impl)
     with pytest.raises(ValueError, match="grad_out has shape"):
         gpu.conv2d_backward_input(gy[:1], w, x.shape, 2, 1, impl=impl)
+
+
+def test_dropout_mask_is_drawn_on_the_device(fake_gpu):
+    """F.dropout on a float32 GPU array: one kernel (kernels/dropout.cu) draws the mask
+    and applies it; nothing is drawn on the host.  Seeded runs repeat exactly."""
+    enter, launched = fake_gpu
+    enter()
+    x = np.random.default_rng(8).standard_normal((4, 50)).astype(np.float32)
+    outs = []
+    for _ in range(2):
+        minigrad.manual_seed(3)
+        t = minigrad.Tensor(x, requires_grad=True)
+        y = F.dropout(t, 0.3)
+        g = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+        y.backward(g)
+        outs.append((y.numpy(), t.grad.numpy()))
+    assert launched == ["dropout_forward", "dropout_forward"]
+    y, gx = outs[0]
+    mask = np.where(y != 0, y / x, 0)
+    kept = mask != 0
+    np.testing.assert_allclose(mask[kept], 1 / 0.7, rtol=1e-6)
+    assert 0.5 < kept.mean() < 0.9
+    np.testing.assert_allclose(gx, g * mask, rtol=1e-6)          # the same mask backward
+    np.testing.assert_array_equal(outs[1][0], y)                  # manual_seed repeats it
+    np.testing.assert_array_equal(outs[1][1], gx)
+
+
+@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 1e-4),
+                                                  (0.9, True, 5e-4)])
+def test_sgd_step_is_one_kernel_per_parameter(fake_gpu, momentum, nesterov, wd):
+    """optim.SGD on float32 GPU parameters updates each with one sgd_update launch and
+    lands where the CPU update lands, step after step (the momentum buffer too)."""
+    from minigrad import optim
+    rng = np.random.default_rng(9)
+    shapes = [(3, 4), (5,)]
+    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+
+    def train():
+        params = [minigrad.nn.Parameter(a.copy()) for a in start]
+        opt = optim.SGD(params, lr=0.1, momentum=momentum, nesterov=nesterov, weight_decay=wd)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = minigrad.Tensor(g)
+            opt.step()
+        return [p.numpy() for p in params]
+
+    want = train()
+    enter, launched = fake_gpu
+    enter()
+    got = train()
+    assert launched == ["sgd_update"] * (len(shapes) * len(grads))
+    for g, e in zip(got, want):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+
+
+def test_large_arrays_take_the_64_bit_index_kernels(fake_gpu, monkeypatch):
+    """Above INT32_ELEMENTS the wrappers launch the _i64 kernels of im2col.cu and
+    maxpool.cu (here the limit is lowered, so small arrays count as large)."""
+    monkeypatch.setattr(gpu, "INT32_ELEMENTS", 16)
+    rng = np.random.default_rng(10)
+    x = (rng.permutation(2 * 3 * 6 * 6).reshape(2, 3, 6, 6) / 10.0).astype(np.float32)
+    w = rng.standard_normal((4, 3, 1, 1)).astype(np.float32)
+    launched = compare(lambda t, w: F.conv2d(F.max_pool2d(t, 2), w, stride=2), [x, w], fake_gpu)
+    assert launched == ["maxpool2d_forward_i64", "im2col_i64", "col2im_i64",
+                        "maxpool2d_backward_i64"]
