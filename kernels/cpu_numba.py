@@ -510,10 +510,26 @@ def _chunks(n, bytes_per_image, at_most=None, target=None):
     return [(n0, min(n, n0 + nb)) for n0 in range(0, n, nb)]
 
 
+def _guided(items, largest, threads):
+    """Bounds (lo, hi) of consecutive pieces of range(items), of at most
+    ``largest`` items each, that shrink towards the end (to a 1/(2·threads)
+    share of what is left, down to an eighth of ``largest``): the threads
+    taking them one at a time run out of work at about the same time.  The
+    same arguments give the same pieces, whatever the timing."""
+    smallest = max(1, largest // 8)
+    bounds, lo = [], 0
+    while lo < items:
+        size = max(smallest, min(largest, (items - lo) // (2 * threads)))
+        bounds.append((lo, min(items, lo + size)))
+        lo += size
+    return bounds
+
+
 class _SharedChunks:
     """Chunks of about ``target`` bytes of scratch data, at least four per
-    thread, for the threads to take one at a time (:meth:`next`): a thread
-    that falls behind simply takes fewer, so the threads finish together.
+    thread and smaller towards the end (:func:`_guided`), for the threads to
+    take one at a time (:meth:`next`): a thread that falls behind simply
+    takes fewer, so the threads finish together.
 
     Each chunk comes with its index.  A reduction over the batch (the weight
     and bias gradients) keeps one partial result per chunk and adds them in
@@ -522,9 +538,10 @@ class _SharedChunks:
     """
 
     def __init__(self, n, bytes_per_image, threads, target=None):
-        self.chunks = _chunks(n, bytes_per_image, at_most=-(-n // (4 * threads)), target=target)
+        nb = _chunks(n, bytes_per_image, at_most=-(-n // (4 * threads)), target=target)[0][1]
+        self.chunks = _guided(n, nb, threads)
         self.count = len(self.chunks)
-        self.largest = self.chunks[0][1] - self.chunks[0][0]
+        self.largest = max(hi - lo for lo, hi in self.chunks)
         self._counter = itertools.count()
 
     def next(self):
@@ -589,16 +606,16 @@ def _run(fn, n):
 
 
 def _split(fn, items, n):
-    """fn(lo, hi) over range(items) cut into about 4n slices that n threads
-    take one at a time (a thread that falls behind takes fewer)."""
+    """fn(lo, hi) over range(items) cut into slices, at most items / 4n each
+    and smaller towards the end (:func:`_guided`), that n threads take one at
+    a time (a thread that falls behind takes fewer)."""
     n = max(1, min(n, items))
-    pieces = min(items, 4 * n)
-    bounds = [items * i // pieces for i in range(pieces + 1)]
+    bounds = _guided(items, -(-items // (4 * n)), n)
     counter = itertools.count()
 
     def work(_):
-        while (i := next(counter)) < pieces:
-            fn(bounds[i], bounds[i + 1])
+        while (i := next(counter)) < len(bounds):
+            fn(*bounds[i])
     _run(work, n)
 
 
