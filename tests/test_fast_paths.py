@@ -137,9 +137,10 @@ def test_conv_driver_both_schedules(n, chunk_bytes, stride, cout, monkeypatch):
     w = rng.standard_normal((cout, 5, 3, 3))
     b = rng.standard_normal(cout)
     monkeypatch.setattr(K, "CHUNK_BYTES", chunk_bytes)
-    y = K.conv2d_forward(x, w, b, (stride, stride), (1, 1))
+    s = (stride, stride)
+    y = K._im2col_conv2d_forward(x, w, b, s, (1, 1))          # (3x3: not the direct kernels)
     g = rng.standard_normal(y.shape)
-    dx, dw, db = K.conv2d_backward(x, w, g, (stride, stride), (1, 1))
+    dx, dw, db = K._im2col_conv2d_backward(x, w, g, s, (1, 1), True, True, True)
     np.testing.assert_allclose(y, naive_conv(x, w, b, stride, 1), rtol=1e-10, atol=1e-10)
     with minigrad.reference_mode():
         xt = minigrad.Tensor(x, requires_grad=True)
@@ -221,8 +222,8 @@ def test_conv_driver_small_chunks(dtype, monkeypatch):
     b = rng.standard_normal(4).astype(dtype)
     g = rng.standard_normal((5, 4, 3, 3)).astype(dtype)
     monkeypatch.setattr(K, "CHUNK_BYTES", 1)             # one image per chunk
-    y = K.conv2d_forward(x, w, b, (2, 2), (1, 1))
-    dx, dw, db = K.conv2d_backward(x, w, g, (2, 2), (1, 1))
+    y = K._im2col_conv2d_forward(x, w, b, (2, 2), (1, 1))
+    dx, dw, db = K._im2col_conv2d_backward(x, w, g, (2, 2), (1, 1), True, True, True)
     np.testing.assert_allclose(y, naive_conv(x, w, b, 2, 1), **TOL[dtype])
     # the gradients through the adjoint identities, computed in float64
     x64, w64, g64 = x.astype(np.float64), w.astype(np.float64), g.astype(np.float64)
