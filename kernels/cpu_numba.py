@@ -532,9 +532,10 @@ class _SharedChunks:
     takes fewer, so the threads finish together.
 
     Each chunk comes with its index.  A reduction over the batch (the weight
-    and bias gradients) keeps one partial result per chunk and adds them in
-    chunk order at the end, so its result never depends on which thread ran
-    which chunk: runs are bit-identical.
+    and bias gradients) adds the chunks' parts in chunk order
+    (:meth:`add_in_order`, or one slot per chunk summed at the end), so its
+    result never depends on which thread ran which chunk: runs are
+    bit-identical.
     """
 
     def __init__(self, n, bytes_per_image, threads, target=None):
@@ -543,11 +544,40 @@ class _SharedChunks:
         self.count = len(self.chunks)
         self.largest = max(hi - lo for lo, hi in self.chunks)
         self._counter = itertools.count()
+        self._added = 0                  # the parts of chunks 0 .. _added - 1 are in
+        self._turn = threading.Condition()
+        self._failed = False
 
     def next(self):
         """(index, (n0, n1)) of the next chunk not taken yet, or None."""
         i = next(self._counter)          # atomic under the GIL
         return (i, self.chunks[i]) if i < self.count else None
+
+    def add_in_order(self, i, part, total):
+        """total += part, the part of chunk i, once the parts of chunks
+        0 .. i − 1 are in (waiting for them if need be: the thread that has
+        the earliest chunk still out is never waiting, so this always ends)."""
+        with self._turn:
+            while self._added != i and not self._failed:
+                self._turn.wait()
+            if self._failed:
+                raise RuntimeError("another thread of this operation failed")
+            total += part
+            self._added += 1
+            self._turn.notify_all()
+
+    def run(self, work, threads):
+        """work(t) on ``threads`` threads; if one fails, the others stop
+        waiting for its parts."""
+        def guarded(t):
+            try:
+                work(t)
+            except BaseException:
+                with self._turn:
+                    self._failed = True
+                    self._turn.notify_all()
+                raise
+        _run(guarded, threads)
 
 
 # ---------------------------------------------------------------------------
@@ -795,7 +825,7 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
     elif need_x:
         w9t = np.zeros((c, k + k % 2, 9), x.dtype)         # an even number of output channels
         w9t[:, :k] = weight.transpose(1, 0, 2, 3).reshape(c, k, 9)
-    dw = np.zeros((chunks.count, k, c, 9), np.float64) if need_w else None
+    dw = np.zeros((k, c, 9), np.float64) if need_w else None
     db = np.zeros((chunks.count, k), np.float64)
     # the stride-1 dx and dW need all three shifted copies of dY, the
     # stride-2 ones the unshifted and left-shifted ones; db needs only the
@@ -808,6 +838,7 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
         sg = lay_g.buffer(("planes_g", t), k, x.dtype)
         rows, offsets = lay_g.rows(sg)
         sx = lay_x.buffer(("planes", t), c, x.dtype) if need_w else None
+        part = scratch(("dw", t), (k, c, 9), np.float64) if need_w else None
         while (chunk := chunks.next()) is not None:
             i, (n0, n1) = chunk
             nb = n1 - n0
@@ -820,14 +851,18 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
                               len(w9t) // 4)
             elif need_x:
                 conv3x3_input_grad_s2(sg, w9t, lay_g.m, nb, dx, n0, 0, c)
+            if need_w:
+                part[...] = 0
             if need_w and stride == 1:
                 lay_x.fill(x, n0, n1, sx, 1, 2)             # x unshifted: sx[1]
-                conv3x3_weight_grad(sx[1], sg, lay_x.m, lay_x.m, total, dw[i])
+                conv3x3_weight_grad(sx[1], sg, lay_x.m, lay_x.m, total, part)
             elif need_w:
                 lay_x.fill(x, n0, n1, sx, 1, 3)             # the four parity planes
-                conv3x3_weight_grad_s2(sx, sg, lay_x.m, total, dw[i])
-    _run(work, threads)
-    dweight = dw.sum(axis=0).astype(x.dtype).reshape(weight.shape) if need_w else None
+                conv3x3_weight_grad_s2(sx, sg, lay_x.m, total, part)
+            if need_w:
+                chunks.add_in_order(i, part, dw)
+    chunks.run(work, threads)
+    dweight = dw.astype(x.dtype).reshape(weight.shape) if need_w else None
     return dx, dweight, db.sum(axis=0).astype(x.dtype) if need_b else None
 
 
@@ -927,8 +962,8 @@ def _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, need_w, ne
         per_image = max(rows * plane, rows_g * plane_x if via_conv else 0) * x.itemsize
         chunks = _SharedChunks(n, per_image, threads)
         cap = chunks.largest
-        # one partial dW and db per chunk, added in chunk order at the end
-        dwt = np.empty((chunks.count, rows, k), x.dtype) if need_w else None
+        # dW: the chunks' parts added in chunk order; db: one part per chunk
+        dwt = np.zeros((rows, k), x.dtype) if need_w else None
         db = np.empty((chunks.count, k), np.float64)
         if via_conv:
             dx = np.empty(x.shape, x.dtype)
@@ -956,7 +991,9 @@ def _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, need_w, ne
                 if need_w:
                     cols = col_buf[:rows * m].reshape(rows, m)
                     im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols, 0, -1)
-                    np.matmul(cols, g2.T, out=dwt[i])
+                    part = scratch(("dwt", t), (rows, k), x.dtype)
+                    np.matmul(cols, g2.T, out=part)
+                    chunks.add_in_order(i, part, dwt)
                 if col2im_dx:
                     dcols = col_buf[:rows * m].reshape(rows, m)
                     np.matmul(wm.T, g2, out=dcols)
@@ -969,8 +1006,7 @@ def _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, need_w, ne
                     np.matmul(wf, cols_g, out=y2)
                     cnp_to_nchw(y2, no_bias, False, dx3[n0:n1], 0, -1)
         with _single_threaded_blas():
-            _run(work, threads)
-        dwt = dwt.sum(axis=0) if need_w else None
+            chunks.run(work, threads)
         db = db.sum(axis=0)
     else:                                               # few large images: split each step
         dwt = np.zeros((rows, k), x.dtype) if need_w else None

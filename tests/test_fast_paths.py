@@ -575,3 +575,45 @@ def test_missing_kernels_warn_instead_of_silently_slowing_down(monkeypatch):
         assert config.cpu_kernels() is None
     x = np.ones((2, 3), np.float32)
     assert not config.use_fast(x)                       # the reference path runs
+
+
+def test_parts_added_in_chunk_order_whatever_thread_runs_them():
+    """add_in_order adds chunk parts in chunk order although the threads
+    finish them out of order, and a failing thread does not leave the others
+    waiting for its part."""
+    import threading
+    import time
+
+    class Total:                      # records the order of the additions
+        def __init__(self):
+            self.seen = []
+
+        def __iadd__(self, part):
+            self.seen.append(int(part[0]))
+            return self
+
+    chunks = K._SharedChunks(6, 1, 2, target=1)          # one image per chunk
+    assert chunks.count == 6
+    total = Total()
+
+    def work(t):
+        while (chunk := chunks.next()) is not None:
+            i = chunk[0]
+            time.sleep(0.02 if i % 2 == 0 else 0.0)      # even chunks finish late
+            chunks.add_in_order(i, np.full(1, i), total)
+    chunks.run(work, 2)
+    assert total.seen == list(range(6))
+
+    chunks = K._SharedChunks(6, 1, 2, target=1)
+
+    def failing(t):
+        while (chunk := chunks.next()) is not None:
+            if chunk[0] == 1:
+                raise ValueError("chunk 1 failed")
+            chunks.add_in_order(chunk[0], np.zeros(1), Total())
+    done = []
+    runner = threading.Thread(target=lambda: done.append(pytest.raises(Exception, chunks.run,
+                                                                       failing, 2)))
+    runner.start()
+    runner.join(timeout=30)
+    assert done, "the threads kept waiting for the failed chunk's part"
