@@ -320,6 +320,21 @@ def cpu_model():
     return "unknown"
 
 
+def vector_extensions():
+    """The widest x86 vector extension the CPU reports (AVX-512, AVX2...)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                for name, flag in (("AVX-512", "avx512f"), ("AVX2", "avx2"), ("AVX", "avx")):
+                    if flag in flags:
+                        return name
+                return "none of AVX, AVX2, AVX-512"
+    except OSError:
+        pass
+    return "unknown"
+
+
 def machine(threads):
     import numba
     blas = "unknown"
@@ -330,7 +345,8 @@ def machine(threads):
     except Exception:
         pass
     lines = [
-        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores visible",
+        f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores visible, "
+        f"{vector_extensions()}",
         f"- threads: {threads} (NumPy's BLAS, Numba and PyTorch alike)",
         f"- Python {platform.python_version()}, NumPy {np.__version__} ({blas}), "
         f"Numba {numba.__version__} (kernels on minigrad's own thread pool)",
