@@ -525,6 +525,9 @@ def _guided(items, largest, threads):
     return bounds
 
 
+PART_BUFFERS = 3        # buffers per thread for the parts of an ordered sum
+
+
 class _SharedChunks:
     """Chunks of about ``target`` bytes of scratch data, at least four per
     thread and smaller towards the end (:func:`_guided`), for the threads to
@@ -545,6 +548,9 @@ class _SharedChunks:
         self.largest = max(hi - lo for lo, hi in self.chunks)
         self._counter = itertools.count()
         self._added = 0                  # the parts of chunks 0 .. _added - 1 are in
+        self._pending = {}               # chunk index -> (its part, the buffer's owner)
+        self._free = {}                  # thread -> buffers of its that are free
+        self._made = {}                  # thread -> how many buffers it has
         self._turn = threading.Condition()
         self._failed = False
 
@@ -553,18 +559,40 @@ class _SharedChunks:
         i = next(self._counter)          # atomic under the GIL
         return (i, self.chunks[i]) if i < self.count else None
 
-    def add_in_order(self, i, part, total):
-        """total += part, the part of chunk i, once the parts of chunks
-        0 .. i − 1 are in (waiting for them if need be: the thread that has
-        the earliest chunk still out is never waiting, so this always ends)."""
+    def part_buffer(self, shape, dtype):
+        """A buffer for the calling thread's next part: one of at most
+        PART_BUFFERS scratch buffers per thread, free again once its part has
+        been added.  A thread waits only if all of its buffers hold parts that
+        wait for an earlier chunk; the thread holding the earliest chunk still
+        out has all its earlier parts added, so it never waits."""
+        me = threading.get_ident()
         with self._turn:
-            while self._added != i and not self._failed:
+            free = self._free.setdefault(me, [])
+            while not free and self._made.get(me, 0) >= PART_BUFFERS and not self._failed:
                 self._turn.wait()
-            if self._failed:
-                raise RuntimeError("another thread of this operation failed")
-            total += part
-            self._added += 1
+            self._check()
+            if free:
+                return free.pop()
+            j = self._made[me] = self._made.get(me, 0) + 1
+        return scratch(("part", j), shape, dtype)
+
+    def add_in_order(self, i, part, total):
+        """Hand in ``part``, the part of chunk i (from :meth:`part_buffer`):
+        the parts are added into ``total`` in chunk order, each as soon as all
+        the earlier ones are in, by whichever thread completes the run."""
+        with self._turn:
+            self._check()
+            self._pending[i] = (part, threading.get_ident())
+            while self._added in self._pending:
+                done, owner = self._pending.pop(self._added)
+                total += done
+                self._free.setdefault(owner, []).append(done)
+                self._added += 1
             self._turn.notify_all()
+
+    def _check(self):
+        if self._failed:
+            raise RuntimeError("another thread of this operation failed")
 
     def run(self, work, threads):
         """work(t) on ``threads`` threads; if one fails, the others stop
@@ -838,7 +866,6 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
         sg = lay_g.buffer(("planes_g", t), k, x.dtype)
         rows, offsets = lay_g.rows(sg)
         sx = lay_x.buffer(("planes", t), c, x.dtype) if need_w else None
-        part = scratch(("dw", t), (k, c, 9), np.float64) if need_w else None
         while (chunk := chunks.next()) is not None:
             i, (n0, n1) = chunk
             nb = n1 - n0
@@ -852,6 +879,7 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
             elif need_x:
                 conv3x3_input_grad_s2(sg, w9t, lay_g.m, nb, dx, n0, 0, c)
             if need_w:
+                part = chunks.part_buffer((k, c, 9), np.float64)
                 part[...] = 0
             if need_w and stride == 1:
                 lay_x.fill(x, n0, n1, sx, 1, 2)             # x unshifted: sx[1]
@@ -991,7 +1019,7 @@ def _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, need_w, ne
                 if need_w:
                     cols = col_buf[:rows * m].reshape(rows, m)
                     im2col(x, kh, kw, sh, sw, ph, pw, n0, n1, cols, 0, -1)
-                    part = scratch(("dwt", t), (rows, k), x.dtype)
+                    part = chunks.part_buffer((rows, k), x.dtype)
                     np.matmul(cols, g2.T, out=part)
                     chunks.add_in_order(i, part, dwt)
                 if col2im_dx:

@@ -579,7 +579,8 @@ def test_missing_kernels_warn_instead_of_silently_slowing_down(monkeypatch):
 
 def test_parts_added_in_chunk_order_whatever_thread_runs_them():
     """add_in_order adds chunk parts in chunk order although the threads
-    finish them out of order, and a failing thread does not leave the others
+    finish them out of order (a thread goes on to its next chunk with another
+    of its buffers meanwhile), and a failing thread does not leave the others
     waiting for its part."""
     import threading
     import time
@@ -599,8 +600,10 @@ def test_parts_added_in_chunk_order_whatever_thread_runs_them():
     def work(t):
         while (chunk := chunks.next()) is not None:
             i = chunk[0]
+            part = chunks.part_buffer((1,), np.float64)
             time.sleep(0.02 if i % 2 == 0 else 0.0)      # even chunks finish late
-            chunks.add_in_order(i, np.full(1, i), total)
+            part[0] = i
+            chunks.add_in_order(i, part, total)
     chunks.run(work, 2)
     assert total.seen == list(range(6))
 
