@@ -5,12 +5,13 @@
     python examples/train_cifar_resnet.py --model resnet56 --schedule paper
     python examples/train_cifar_resnet.py --data-dir ~/data/cifar-10-batches-py --epochs 30
     python examples/train_cifar_resnet.py --resume runs/resnet20-20260101-120000
+    mpiexec -n 2 python examples/train_cifar_resnet.py    # 2 processes, each half of a batch
 
 Progress bars, one evaluation per epoch (top-1 / top-5 error), metrics.csv,
 curves.png and checkpoint.npz in the run folder; Ctrl-C saves a checkpoint
 that --resume continues exactly.  All the logic is in minigrad/training/
 (the loop itself: minigrad/training/loop.py); docs/training.md explains
-every option and file.
+every option and file, docs/distributed.md the run on several processes.
 """
 import sys
 

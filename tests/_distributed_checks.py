@@ -142,6 +142,9 @@ def check_collectives():
     dist.all_gather_into_tensor(out, mg.Tensor(np.array([rank, 10.0 * rank])))
     np.testing.assert_array_equal(out.numpy(), [[r, 10.0 * r] for r in range(world)])
     assert gather({"rank": rank}) == [{"rank": r} for r in range(world)]
+    objs = [rank, f"from {rank}"]
+    dist.broadcast_object_list(objs, src=world - 1)
+    assert objs == [world - 1, f"from {world - 1}"]
     dist.barrier()
 
 

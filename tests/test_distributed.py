@@ -5,12 +5,7 @@ run here under ``mpiexec`` in a subprocess with a timeout (a dead rank cannot
 hang the suite); they skip where mpi4py or mpiexec is missing.  The rest runs
 in this process, in a group of one.
 """
-import importlib.util
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +21,8 @@ from minigrad.data import DataLoader, DistributedSampler
 from minigrad.distributed.process_group import _LAUNCHER_VARIABLES
 from minigrad.nn.parallel import DistributedDataParallel
 from minigrad.nn.sync_batchnorm import SyncBatchNormFunction
+
+from _mpi_launch import launch
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKS = REPO / "tests" / "_distributed_checks.py"
@@ -73,10 +70,15 @@ def test_group_of_one_needs_no_mpi_and_leaves_values_alone(monkeypatch):
         dist.all_gather(parts, t)
         objs = [None]
         dist.all_gather_object(objs, {"a": 1})
+        listed = [1, "two"]
+        dist.broadcast_object_list(listed, src=0)
         dist.barrier()
         np.testing.assert_array_equal(out.numpy(), [[1.5, -2.0]])
         np.testing.assert_array_equal(parts[0].numpy(), [1.5, -2.0])
-        assert objs == [{"a": 1}]
+        assert objs == [{"a": 1}] and listed == [1, "two"]
+        with pytest.raises(SystemExit) as stopped:
+            dist.abort(3)
+        assert stopped.value.code == 3
     finally:
         dist.destroy_process_group()
     assert not dist.is_initialized()
@@ -95,6 +97,8 @@ def test_bad_arguments_give_clear_errors(group_of_one):
         dist.all_gather_into_tensor(mg.Tensor(np.zeros(3)), mg.Tensor(np.ones(2)))
     with pytest.raises(ValueError, match="one entry per rank"):
         dist.all_gather_object([None, None], 1)
+    with pytest.raises(ValueError, match="src must be a rank in 0..0"):
+        dist.broadcast_object_list([None], src=1)
 
 
 def test_under_mpiexec_without_mpi4py_the_error_says_what_to_install(monkeypatch):
@@ -290,26 +294,7 @@ def test_sync_batchnorm_alone_is_batchnorm(group_of_one):
 # ---- several ranks, under mpiexec -------------------------------------------------------------
 def run_ranks(n, mode, timeout, **extra_env):
     """Run tests/_distributed_checks.py as ``n`` ranks; (returncode, output, seconds)."""
-    if importlib.util.find_spec("mpi4py") is None:       # (not imported in this process)
-        pytest.skip("mpi4py is not installed (pip install -e \".[distributed]\")")
-    if dist.find_mpiexec() is None:
-        pytest.skip("no mpiexec beside this Python or on PATH "
-                    "(pip install -e \".[distributed]\" installs MPICH's)")
-    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_VARIABLES}
-    env.update(NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-                   [str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p]), **extra_env)
-    start = time.monotonic()
-    proc = subprocess.Popen(dist.mpiexec_command(n, [CHECKS, mode, n]), cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)         # mpiexec and every rank
-        out, _ = proc.communicate()
-        pytest.fail(f"{n} ranks ({mode}) did not finish within {timeout} s:\n{out}")
-    return proc.returncode, out, time.monotonic() - start
+    return launch(n, [CHECKS, mode, n], timeout, **extra_env)
 
 
 def test_two_ranks_train_like_one_process_on_the_whole_batch():

@@ -28,10 +28,11 @@ are :class:`minigrad.nn.parallel.DistributedDataParallel`,
 :class:`minigrad.data.DistributedSampler`; ``docs/distributed.md`` explains
 launching and what the communication costs.
 """
-from .process_group import (ReduceOp, Work, all_gather, all_gather_into_tensor,
+from .process_group import (ReduceOp, Work, abort, all_gather, all_gather_into_tensor,
                             all_gather_object, all_reduce, barrier, broadcast,
-                            destroy_process_group, get_backend, get_local_rank, get_rank,
-                            get_world_size, init_process_group, is_initialized,
+                            broadcast_object_list, destroy_process_group, get_backend,
+                            get_local_rank, get_rank, get_world_size, init_process_group,
+                            is_initialized,
                             launched_by_mpi, share_cores)
 from .launch import find_mpiexec, mpiexec_command
 
@@ -39,5 +40,6 @@ __all__ = [
     "init_process_group", "destroy_process_group", "is_initialized", "get_backend",
     "get_rank", "get_world_size", "get_local_rank", "ReduceOp", "Work",
     "all_reduce", "broadcast", "barrier", "all_gather", "all_gather_into_tensor",
-    "all_gather_object", "launched_by_mpi", "share_cores", "find_mpiexec", "mpiexec_command",
+    "all_gather_object", "broadcast_object_list", "abort", "launched_by_mpi", "share_cores",
+    "find_mpiexec", "mpiexec_command",
 ]

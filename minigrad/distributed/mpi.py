@@ -177,6 +177,11 @@ class MPIBackend:
         self._excepthook = (previous, excepthook)
         sys.excepthook = excepthook
 
+    def abort(self, exit_code):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.MPI.COMM_WORLD.Abort(exit_code)
+
     def close(self):
         if self._excepthook is not None:
             previous, ours = self._excepthook

@@ -148,6 +148,9 @@ class NCCLBackend:
     def broadcast_object(self, obj, src):
         return self.host.broadcast_object(obj, src)
 
+    def abort(self, exit_code):
+        self.host.abort(exit_code)
+
     def close(self):
         if self.comm is not None:
             self.cp.cuda.get_current_stream().synchronize()

@@ -15,7 +15,7 @@ called by every rank in the same order, as in MPI and PyTorch:
 The backends (``mpi.py``, ``nccl.py``, and the group of one below) share one
 small interface: ``all_reduce(array, op) -> Work``, ``broadcast(array, src)``,
 ``all_gather(array, out)``, ``barrier()``, ``all_gather_object(obj)``,
-``broadcast_object(obj, src)``, ``close()``, and the attributes ``name``,
+``broadcast_object(obj, src)``, ``abort(exit_code)``, ``close()``, and the attributes ``name``,
 ``rank``, ``world_size``, ``local_rank``, ``local_world_size``.
 """
 from __future__ import annotations
@@ -90,6 +90,9 @@ class SingleProcess:
 
     def broadcast_object(self, obj, src):
         return obj
+
+    def abort(self, exit_code):
+        raise SystemExit(exit_code)
 
     def close(self):
         pass
@@ -296,3 +299,21 @@ def all_gather_object(object_list: list, obj) -> None:
 def barrier() -> None:
     """Wait until every rank has called ``barrier()``."""
     _current().barrier()
+
+
+def broadcast_object_list(object_list: list, src: int = 0) -> None:
+    """Every rank's ``object_list`` receives rank ``src``'s entries (any
+    picklable objects; the lists must have the same length on every rank)."""
+    group = _current()
+    if not 0 <= src < group.world_size:
+        raise ValueError(f"broadcast_object_list: src must be a rank in 0..{group.world_size - 1}, "
+                         f"got {src}")
+    object_list[:] = group.broadcast_object(list(object_list), src)
+
+
+def abort(exit_code: int = 1) -> None:
+    """End every rank of the run now (``MPI_Abort``): ``mpiexec`` stops them
+    all and exits with ``exit_code``.  For a rank that has met an error the
+    others cannot know about; they would otherwise wait for it forever in
+    their next collective.  In a group of one it is ``sys.exit(exit_code)``."""
+    _current().abort(int(exit_code))

@@ -7,16 +7,24 @@ failure into one ``error:`` line and an exit code:
   written); the last checkpoint is intact;
 * 2: the arguments, the data, the run folder or a checkpoint are wrong;
 * 130: interrupted; the run was checkpointed and continues with ``--resume``.
+
+Under ``mpiexec`` every rank runs ``main``: rank 0 alone prints, an error
+found while setting up ends every rank with its exit code, and any other
+error on one rank (after its ``error:`` line or traceback) aborts them all
+(``minigrad.distributed.abort``), so no rank is left waiting for it.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import sys
 
 from .recipe import DEFAULT_EPOCHS, PAPER_ITERATIONS
 
-__all__ = ["build_parser", "main", "format_summary", "report_error", "positive_int",
+__all__ = ["build_parser", "main", "format_summary", "report_error", "error_message",
+           "positive_int",
            "nonnegative_int", "positive_float", "nonnegative_float", "momentum_float"]
 
 
@@ -62,8 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                         f"with --schedule paper: {PAPER_ITERATIONS} iterations)")
     g.add_argument("--iterations", type=positive_int, default=None,
                    help="train this many iterations")
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--lr", type=positive_float, default=0.1)
+    p.add_argument("--batch-size", type=positive_int, default=128,
+                   help="images per step, all processes together: under mpiexec -n N each "
+                        "takes batch/N of them (N must divide it), so --lr, the schedule and "
+                        "the steps per epoch stay those of one process")
+    p.add_argument("--lr", type=positive_float, default=0.1,
+                   help="learning rate for --batch-size (whatever the number of processes)")
     p.add_argument("--schedule", choices=("paper", "step", "cosine"), default="step",
                    help="paper: /10 at 32k and 48k iterations, stop at 64k (scaled to 50%%/75%% "
                         "of --iterations if given); step: /10 at 50%% and 75%% of the steps; "
@@ -86,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use only the first N training images")
     p.add_argument("--val-split", type=nonnegative_int, default=0,
                    help="hold out N training images for validation (paper: 5000 of 50000)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under mpiexec: batch-norm statistics of the whole batch "
+                        "(SyncBatchNorm) instead of each process's share; nothing in one process")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--out", default=None, help="run folder (default runs/<model>-<timestamp>)")
@@ -125,48 +140,97 @@ def describe_os_error(exc: OSError) -> str:
     return str(exc)
 
 
-def report_error(exc) -> "int | None":
-    """Print the one ``error:`` line of an expected failure and return its exit
-    code (2: arguments, data, run folder, checkpoint; 1: the operating system);
-    None for anything else (a bug: let its traceback show)."""
+def error_message(exc) -> "tuple | None":
+    """``(exit code, message)`` of an expected failure (2: arguments, data,
+    run folder, checkpoint; 1: the operating system); None for anything else
+    (a bug: its traceback should show)."""
     from ..data import DatasetError
     from .errors import CheckpointError, ConfigError, RunFolderError
     if isinstance(exc, (DatasetError, ConfigError, CheckpointError, RunFolderError)):
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 2, str(exc)
     if isinstance(exc, OSError):
-        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
-        return 2 if isinstance(exc, FileNotFoundError) else 1
+        return (2 if isinstance(exc, FileNotFoundError) else 1), describe_os_error(exc)
     return None
 
 
+def report_error(exc) -> "int | None":
+    """Print the one ``error:`` line of an expected failure and return its exit
+    code (see :func:`error_message`); None for anything else."""
+    failure = error_message(exc)
+    if failure is None:
+        return None
+    print(f"error: {failure[1]}", file=sys.stderr)
+    return failure[0]
+
+
 def main(argv=None) -> int:
-    """Entry point of ``examples/train_cifar_resnet.py``; returns the exit code."""
+    """Entry point of ``examples/train_cifar_resnet.py``; returns the exit code.
+
+    Joins the process group first (a group of one without ``mpiexec``) and
+    leaves it at the end, unless it was joined before."""
+    from .. import distributed as dist
+    joined = not dist.is_initialized()
+    if joined:
+        try:
+            dist.init_process_group()
+        except (RuntimeError, ValueError) as exc:       # no mpi4py, a bad backend name
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    try:
+        return _main(argv, dist.get_rank(), dist.get_world_size())
+    except BaseException as exc:
+        if not isinstance(exc, SystemExit):   # a bug: keep the group, whose hook aborts all
+            joined = False
+        raise
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+def _parse(argv, rank):
+    """The arguments; only rank 0 prints usage, errors and --help."""
+    if rank == 0:
+        return build_parser().parse_args(argv)
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), \
+            contextlib.redirect_stderr(null):
+        return build_parser().parse_args(argv)
+
+
+def _main(argv, rank, world) -> int:
     from .. import backend
+    from .. import distributed as dist
     from .data import BANNER_SYNTHETIC
-    from .errors import TrainingInterrupted
+    from .errors import StoppedOnAllRanks, TrainingInterrupted
     from .loop import train
-    args = build_parser().parse_args(argv)
+    args = _parse(argv, rank)
+    say = (lambda *a, **k: print(*a, **k)) if rank == 0 else (lambda *a, **k: None)
     if args.device == "cuda" and not backend.cuda_available():
-        print("error: --device cuda was asked for but no CUDA GPU is usable here (CuPy is "
-              "missing or sees no GPU). Install minigrad[cuda] on a machine with an NVIDIA "
-              "GPU, or use --device cpu.", file=sys.stderr)
+        say("error: --device cuda was asked for but no CUDA GPU is usable here (CuPy is "
+            "missing or sees no GPU). Install minigrad[cuda] on a machine with an NVIDIA "
+            "GPU, or use --device cpu.", file=sys.stderr)
         return 2
     try:
         summary = train(args)
-    except TrainingInterrupted as exc:
-        print(str(exc), file=sys.stderr)
+    except StoppedOnAllRanks as exc:
+        if exc.message is not None:
+            print(f"error: {exc.message}", file=sys.stderr)
+        return exc.code
+    except TrainingInterrupted as exc:               # every rank stopped at the same step
+        say(str(exc), file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("\naborted without saving; the last checkpoint (if any) is intact.",
-              file=sys.stderr)
-        return 130
+        say("\naborted without saving; the last checkpoint (if any) is intact.",
+            file=sys.stderr)
+        code = 130
     except Exception as exc:
         code = report_error(exc)
         if code is None:
             raise
-        return code
-    if summary["fallback"]:
-        print(BANNER_SYNTHETIC)
-    print(format_summary(summary))
-    return 0
+    else:
+        if summary["fallback"]:
+            say(BANNER_SYNTHETIC)
+        say(format_summary(summary))
+        return 0
+    if world > 1:                # the other ranks cannot know: end them too
+        dist.abort(code)
+    return code

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..serialization import CheckpointError
 
-__all__ = ["ConfigError", "RunFolderError", "CheckpointError", "TrainingInterrupted"]
+__all__ = ["ConfigError", "RunFolderError", "CheckpointError", "TrainingInterrupted",
+           "StoppedOnAllRanks"]
 
 
 class ConfigError(ValueError):
@@ -22,3 +23,13 @@ class TrainingInterrupted(Exception):
     def __init__(self, message, checkpoint):
         super().__init__(message)
         self.checkpoint = checkpoint
+
+
+class StoppedOnAllRanks(Exception):
+    """An error that every rank of a distributed run knows of (found while
+    setting up): every rank exits with ``code``; the rank that reports it
+    (rank 0) has the ``message``, the others None."""
+
+    def __init__(self, code, message=None):
+        super().__init__(message or f"stopped (exit code {code})")
+        self.code, self.message = code, message

@@ -9,8 +9,8 @@ from .. import backend
 from .device import model_device
 from .errors import ConfigError
 
-__all__ = ["topk_error", "ten_crop_views", "predict_logits", "evaluate", "evaluate_checkpoint",
-           "layer_response_stds"]
+__all__ = ["topk_error", "ten_crop_views", "predict_logits", "evaluate", "score_logits",
+           "evaluate_checkpoint", "layer_response_stds"]
 
 
 def topk_error(logits, labels, k=1) -> float:
@@ -78,6 +78,11 @@ def evaluate(model, images, labels, batch_size=500, transform=None, device="cpu"
              views=None) -> dict:
     """``{"loss", "top1_err", "top5_err", "n"}`` of a model on uint8 images."""
     logits = predict_logits(model, images, batch_size, transform, device, views=views)
+    return score_logits(logits, labels)
+
+
+def score_logits(logits, labels) -> dict:
+    """``{"loss", "top1_err", "top5_err", "n"}`` of the outputs for ``labels``."""
     labels = np.asarray(labels)
     logp = logits - logits.max(axis=1, keepdims=True)
     logp = logp - np.log(np.exp(logp).sum(axis=1, keepdims=True))

@@ -12,9 +12,15 @@ global generator and the data loader's position are all restored; the
 loader's randomness is a function of (seed, epoch, batch) (see
 :class:`minigrad.data.DataLoader`), so even a run stopped in the middle of an
 epoch continues with the very batches it would have seen.
+
+Under ``mpiexec`` every rank runs this loop on its share of each batch; what
+changes with several ranks is in ``ranks.py`` (:class:`Ranks`): rank 0 owns
+the run folder and prints, the metrics are those of all ranks together, and
+the ranks agree on where to stop.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -26,10 +32,10 @@ from .checkpoint import CHECKPOINT, checkpoint_path, jsonable_args, load_checkpo
 from .data import BANNER_SYNTHETIC, load_data
 from .device import BatchCopier, StepMetrics
 from .errors import TrainingInterrupted
-from .evaluation import evaluate
 from .interrupt import StopFlag
 from .metrics import CURVES, ITERATIONS, METRICS, plot_curves, write_iterations_csv, \
     write_metrics_csv
+from .ranks import Ranks
 from .recipe import build_model, build_optimizer, build_scheduler, check_model_name, \
     default_warmup, plan, transforms
 from .runfolder import RunFolder, run_folder_of
@@ -46,32 +52,48 @@ def train(args, log=print) -> dict:
     Returns a summary dict.  Raises :class:`TrainingInterrupted` after saving a
     checkpoint when stopped by Ctrl-C / SIGTERM, and :class:`RunFolderError`
     when the run folder is in use, or holds a run that is neither resumed nor
-    replaced with ``--overwrite``."""
-    folder = RunFolder(run_folder_of(args))
-    if args.resume and not checkpoint_path(args.resume).exists():
-        raise FileNotFoundError(f"no checkpoint at {checkpoint_path(args.resume)}")
-    if not args.resume:
-        check_model_name(args.model)
-    with folder.locked():
-        if args.resume:
-            ckpt = load_checkpoint(args.resume)
-            args = resumed_args(args, ckpt, log)
-        else:
-            ckpt = None
-            folder.refuse_or_clear(getattr(args, "overwrite", False), log)
-        if args.device == "cuda":
-            backend.require_cupy()
-        run = Run(args, folder, log, resumed=ckpt is not None)
+    replaced with ``--overwrite``.  Under ``mpiexec``, an error found while
+    setting up is raised on every rank as :class:`StoppedOnAllRanks`."""
+    ranks = Ranks()
+    log = ranks.log(log)
+    with contextlib.ExitStack() as held:
+        args, ckpt, folder = ranks.from_main(lambda: _open_run(args, log, ranks, held))
+        run = ranks.build_everywhere(
+            lambda a: Run(a, folder, log, resumed=ckpt is not None, ranks=ranks), args)
+        run.distribute()
         if ckpt is not None:
             run.restore(ckpt)
         else:
             run.save_checkpoint()   # an epoch-0 checkpoint: a run stopped early can resume
         run.announce()
-        with StopFlag(lambda m: _tqdm().write(m, file=sys.stderr)) as flag:
-            stopped = run.fit(flag)
+        with StopFlag(ranks.log(lambda m: _tqdm().write(m, file=sys.stderr))) as flag:
+            stopped = run.fit(ranks.agreed(flag))
     if stopped is not None:
         raise TrainingInterrupted(run.where_stopped(*stopped), folder / CHECKPOINT)
     return run.summary()
+
+
+def _open_run(args, log, ranks, held):
+    """Take the run folder (its lock held until ``held`` closes) and the
+    checkpoint to resume, or clear the folder for a new run (``--overwrite``).
+    Returns (arguments, checkpoint or None, folder).  Rank 0's work alone."""
+    folder = RunFolder(run_folder_of(args))
+    if args.resume and not checkpoint_path(args.resume).exists():
+        raise FileNotFoundError(f"no checkpoint at {checkpoint_path(args.resume)}")
+    if not args.resume:
+        check_model_name(args.model)
+    held.enter_context(folder.locked())
+    if args.resume:
+        ckpt = load_checkpoint(args.resume)
+        ranks.check_resume(ckpt)
+        args = resumed_args(args, ckpt, log)
+    else:
+        ckpt = None
+        ranks.per_rank_batch(args.batch_size)
+        folder.refuse_or_clear(getattr(args, "overwrite", False), log)
+    if args.device == "cuda":
+        backend.require_cupy()
+    return args, ckpt, folder
 
 
 def _tqdm():
@@ -83,11 +105,12 @@ class Run:
     """One training run: the pieces of the recipe and the record of what
     happened so far (everything the checkpoint holds)."""
 
-    def __init__(self, args, folder, log=print, resumed=False):
+    def __init__(self, args, folder, log=print, resumed=False, ranks=None):
         import minigrad
         from ..data import DataLoader
         from ..data import transforms as T
         self.args, self.folder, self.log = args, folder, log
+        self.ranks = ranks = ranks or Ranks()
         # the data: the per-pixel mean of the training images is subtracted
         self.data = data = load_data(args, log)
         if not resumed:                   # later resumes use the very same data
@@ -102,15 +125,18 @@ class Run:
         train_tf, self.eval_tf = transforms(self.mean, augment=not args.no_augment)
         # the model, SGD with momentum and weight decay, the lr schedule
         minigrad.manual_seed(args.seed)
-        self.model = build_model(args, num_classes=len(data.classes))
+        self.model = self.net = build_model(args, num_classes=len(data.classes))
         if args.device == "cuda":
             self.model.to("cuda")
         self.optimizer = build_optimizer(self.model, args)
         # shuffled, augmented mini-batches (their order and augmentation are the
-        # loader's: a function of seed, epoch and batch)
-        self.loader = DataLoader(data.train, batch_size=args.batch_size, shuffle=True,
-                                 drop_last=False, seed=args.seed, transform=train_tf,
-                                 prefetch=args.prefetch)
+        # loader's: a function of seed, epoch and batch); with several ranks
+        # each takes its share of every batch
+        sampler = ranks.sampler(data.train, args.seed)
+        self.loader = DataLoader(data.train, batch_size=ranks.per_rank_batch(args.batch_size),
+                                 shuffle=sampler is None, drop_last=False,
+                                 seed=ranks.loader_seed(args.seed), transform=train_tf,
+                                 prefetch=args.prefetch, sampler=sampler)
         self.total, self.epochs = plan(args, len(self.loader))
         self.scheduler = build_scheduler(self.optimizer, args, self.total)
         # moving batches in and numbers out
@@ -123,6 +149,11 @@ class Run:
         self.best = {"test_err": None, "epoch": None}
         self.partial = _new_epoch_sums()
         self.epochs_this_run, self.last_plot = 0, -math.inf
+
+    def distribute(self):
+        """With several ranks: the model in DistributedDataParallel (rank 0's
+        weights on every rank); ``self.net`` stays the bare model."""
+        self.model = self.ranks.wrap(self.net, getattr(self.args, "sync_bn", False))
 
     # ---- the epochs ------------------------------------------------------------
     def fit(self, flag):
@@ -152,7 +183,8 @@ class Run:
         t0 = time.perf_counter()
         bar = _tqdm()(self.loader, total=len(self.loader), initial=self.loader.batch,
                       leave=False, desc=f"epoch {epoch}/{self.epochs}", unit="batch",
-                      disable=self.args.quiet, dynamic_ncols=True, file=sys.stderr)
+                      disable=self.args.quiet or not self.ranks.main, dynamic_ncols=True,
+                      file=sys.stderr)
         images = 0
         for x, y in bar:
             loss, errors = self.train_step(x, y)
@@ -164,6 +196,7 @@ class Run:
             if self.iteration % self.log_every == 0:
                 self.sync_metrics()
                 self.show_progress(bar, images / (time.perf_counter() - t0))
+            flag.check()
             if flag.set or self.iteration >= self.total:
                 break
         self.sync_metrics()
@@ -186,7 +219,7 @@ class Run:
     def sync_metrics(self):
         """Bring the losses and error counts of the steps since the last sync
         to the host (one copy) and add them to the epoch's sums."""
-        for it, ep, loss, errors, n, lr in self.steps.fetch():
+        for it, ep, loss, errors, n, lr in self.ranks.sum_steps(self.steps.fetch()):
             self.partial["loss"] += loss * n
             self.partial["errors"] += errors
             self.partial["seen"] += n
@@ -213,6 +246,9 @@ class Run:
             self.loader.set_epoch(self.loader.epoch + 1)
         self.partial = _new_epoch_sums()
         self.epochs_this_run += 1
+        flag.check()
+        if not self.ranks.main:                # rank 0 writes the files and reports
+            return
         self.save_checkpoint()
         write_metrics_csv(self.history, self.folder / METRICS)
         write_iterations_csv(self.per_iter, self.folder / ITERATIONS)
@@ -229,11 +265,11 @@ class Run:
                "train_err": p["errors"] / max(p["seen"], 1),
                "lr": p.get("last_lr", self.optimizer.param_groups[0]["lr"])}
         if self.data.val is not None:
-            row["val_err"] = evaluate(self.model, *self.data.val, args.eval_batch_size,
-                                      self.eval_tf, args.device)["top1_err"]
+            row["val_err"] = self.ranks.evaluate(self.net, *self.data.val, args.eval_batch_size,
+                                                 self.eval_tf, args.device)["top1_err"]
         if evaluate_test:
-            ev = evaluate(self.model, *self.data.test, args.eval_batch_size, self.eval_tf,
-                          args.device)
+            ev = self.ranks.evaluate(self.net, *self.data.test, args.eval_batch_size,
+                                     self.eval_tf, args.device)
             row.update(test_loss=ev["loss"], test_err=ev["top1_err"],
                        test_top5_err=ev["top5_err"])
             if self.best["test_err"] is None or ev["top1_err"] < self.best["test_err"]:
@@ -274,10 +310,13 @@ class Run:
                 "iterations": np.array(self.per_iter, dtype=np.float64).reshape(-1, 5),
                 "elapsed": self.elapsed, "mean_image": self.mean, "classes": self.data.classes,
                 "dataset": self.data.name, "synthetic": self.data.synthetic,
-                "total_iterations": self.total, "epochs": self.epochs}
+                "total_iterations": self.total, "epochs": self.epochs,
+                "world_size": self.ranks.world}
 
     def save_checkpoint(self, complete=True):
-        save_checkpoint(self.state(complete), self.folder / CHECKPOINT)
+        """Rank 0 writes the checkpoint (atomically); every rank holds the same state."""
+        if self.ranks.main:
+            save_checkpoint(self.state(complete), self.folder / CHECKPOINT)
 
     def restore(self, ckpt):
         """Continue from a checkpoint of this run."""
@@ -286,7 +325,7 @@ class Run:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         mg_random.set_rng_state(ckpt["rng"]["minigrad"])
-        self.loader.load_state_dict(ckpt["rng"]["loader"])
+        self.loader.load_state_dict(dict(ckpt["rng"]["loader"], seed=self.loader.seed))
         self.history = [dict(r) for r in ckpt["history"]]
         self.per_iter = [tuple(r) for r in np.asarray(ckpt["iterations"]).tolist()]
         self.iteration, self.elapsed = int(ckpt["iteration"]), float(ckpt["elapsed"])
@@ -308,7 +347,7 @@ class Run:
         self.log(f"{a.model} ({self.model.num_parameters():,} parameters{variant}) on {d.name}: "
                  f"{len(d.train[1])} train, " + (f"{len(d.val[1])} val, " if d.val else "")
                  + f"{len(d.test[1])} test images; {self.epochs} epochs x {len(self.loader)} "
-                 f"iterations (batch {a.batch_size}), schedule {a.schedule}"
+                 f"iterations (batch {a.batch_size}{self.ranks.describe(a)}), schedule {a.schedule}"
                  + (f" with {warmup} warm-up iterations" if warmup else "")
                  + f"; saving to {self.folder}")
 
@@ -317,8 +356,8 @@ class Run:
                  else f"the end of epoch {epoch - 1}")
         return (f"interrupted at {where} (iteration {self.iteration} of {self.total}). "
                 f"Checkpoint saved to {self.folder / CHECKPOINT}; continue exactly where it "
-                f"stopped with:\n    python examples/train_cifar_resnet.py --resume "
-                f"{self.folder}")
+                f"stopped with:\n    {self.ranks.launcher()}python examples/train_cifar_resnet.py "
+                f"--resume {self.folder}")
 
     def summary(self) -> dict:
         tested = [r for r in self.history if r.get("test_err") is not None]
