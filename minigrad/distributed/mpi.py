@@ -39,6 +39,7 @@ from __future__ import annotations
 import collections
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -79,6 +80,18 @@ def _host_buffer(array):
         xp = backend.get_array_module(array)
         array[...] = xp.asarray(buf.reshape(array.shape))
     return buf, copy_back
+
+
+def _flush_before_abort(grace_s=1.0):
+    """Flush this rank's output and give the launcher a moment to pass it on.
+
+    ``MPI_Abort`` makes ``mpiexec`` kill every rank *and* the processes that
+    forward their output; what they had not yet read from a rank's pipe (its
+    traceback, say) would be lost, and a user would see a failed run with no
+    message.  A second of grace, once, on the way out of a failed run."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(grace_s)
 
 
 class _Request:
@@ -171,15 +184,14 @@ class MPIBackend:
             previous(kind, value, traceback)
             sys.stderr.write(f"minigrad.distributed: rank {rank} of {size} stopped with "
                              f"{kind.__name__}; aborting all ranks\n")
-            sys.stderr.flush()
+            _flush_before_abort()
             MPI.COMM_WORLD.Abort(1)
 
         self._excepthook = (previous, excepthook)
         sys.excepthook = excepthook
 
     def abort(self, exit_code):
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush_before_abort()
         self.MPI.COMM_WORLD.Abort(exit_code)
 
     def close(self):
