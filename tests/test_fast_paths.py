@@ -189,6 +189,23 @@ def test_direct_3x3_kernels(n, c, k, h, w, stride, dtype, one_image_chunks):
         np.testing.assert_allclose(got, want, **tol)
 
 
+@settings(max_examples=200, deadline=None)
+@given(h=st.integers(1, 70), w=st.integers(1, 70), stride=st.sampled_from([1, 2]),
+       images=st.integers(1, 300))
+def test_register_blocks_read_inside_their_buffer(h, w, stride, images):
+    """The forward kernel loads whole register blocks with no bounds checks,
+    so a block may start up to one span before the last position of a chunk
+    and read a whole span from there (plus the next kernel row's offset): a
+    channel's planes must hold that much, or the last channel of the last
+    copy would read past the buffer."""
+    from minigrad.kernels import cpu_conv3x3 as D
+    lay = K._Planes((images, 1, h, w), stride, images)
+    span = D.VR * 16                                 # float32: the widest block
+    last_block = (lay.total(images) - 1) // span * span
+    furthest_offset = lay.m if stride == 1 else 0    # rows[2] is one row down for stride 1
+    assert lay.m + last_block + furthest_offset + span <= lay.length
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_direct_3x3_across_tiles_and_without_some_gradients(stride):
     """Chunks longer than one accumulator tile and one partial-sum tile, and a
@@ -199,7 +216,7 @@ def test_direct_3x3_across_tiles_and_without_some_gradients(stride):
     wt = rng.standard_normal((6, 5, 3, 3))
     b = rng.standard_normal(6)
     y = K.conv2d_forward(x, wt, b, (stride, stride), (1, 1))
-    assert 4 * y.shape[2] * y.shape[3] > max(D.TILE, D.SUM_TILE)
+    assert 4 * y.shape[2] * y.shape[3] > max(D.READ_AHEAD, D.SUM_TILE)
     np.testing.assert_allclose(y, naive_conv(x, wt, b, stride, 1), rtol=1e-11, atol=1e-11)
     g = rng.standard_normal(y.shape)
     want = reference_conv_grads(x, wt, b, g, stride, 1)
