@@ -23,9 +23,9 @@ AVX-512 register).  The positions between images are computed too and thrown
 away (W of every H·W + W).
 
 **Forward** (``conv3x3_blocks``), a register block at a time: KR = 4
-output channels by VR = 6 vectors of positions (96 positions for float32),
-24 accumulator vectors that stay in registers over every input channel c
-and tap (i, j)::
+output channels by VR = 6 vectors of positions (96 positions for float32;
+with AVX2, VR = 3 vectors of 8), 24 accumulator vectors that stay in
+registers over every input channel c and tap (i, j)::
 
     acc_k[u] += Σ_{c,i,j} w[k, c, i, j] · sh[j][c, u + (i − 1)·W]
 
@@ -62,7 +62,8 @@ from numba import carray, njit, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-from .simd import lanes, load_n, outer_fma, prefer_512_bit_vectors, splat_n, store_n, zeros_n
+from .simd import (FLOAT32_LANES, lanes, load_n, outer_fma, prefer_512_bit_vectors, splat_n,
+                   store_n, zeros_n)
 
 # The float arithmetic may be contracted into fused multiply-adds (one
 # rounding instead of two); the sums of the weight gradient may also be
@@ -234,15 +235,17 @@ def _tile_to_nchw(acc, u0, n, s, plane, bias, use_bias, y, n0, k):
         u = after
 
 
-# Register blocks: KR output channels x VR vectors of positions (16 float32
-# each with AVX-512), KR·VR accumulators that stay in registers over all the
-# input channels and taps.  Per tap: VR loads of the input, KR broadcast
-# weights, KR·VR fused multiply-adds (24 for 10 loads).
+# Register blocks: KR output channels x VR vectors of positions, KR·VR
+# accumulators that stay in registers over all the input channels and taps.
+# Per tap: VR loads of the input, KR broadcast weights, KR·VR fused
+# multiply-adds.  With AVX-512 (32 registers of 16 float32) a block is 4 x 6:
+# 24 accumulators, 24 multiply-adds per 10 loads; with AVX2 (16 registers
+# of 8 float32) 4 x 3, which leaves the 4 registers a tap needs besides.
 KR = 4
-VR = 6
-READ_AHEAD = VR * 16        # positions a block may read past the last one it keeps
-_NACC = KR * VR             # accumulator vectors of a block
-_BLOCK = _NACC * 16         # their elements (float32; a constant for the compiler)
+VR = 6 if FLOAT32_LANES == 16 else 3
+READ_AHEAD = VR * FLOAT32_LANES     # positions a block may read past the last one it keeps
+_NACC = KR * VR                     # accumulator vectors of a block
+_BLOCK = _NACC * FLOAT32_LANES      # their elements (float32; a constant for the compiler)
 
 
 @njit(inline="always", fastmath=_FMA)

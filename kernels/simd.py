@@ -5,9 +5,11 @@ vectors a loop keeps in registers, and for a convolution it keeps too few:
 its accumulators go back to memory after every multiply-add.  The few
 operations here let a kernel say exactly what a register-blocked loop does:
 a block of accumulator vectors stays in registers while the inputs stream
-past.  A vector is ``VECTOR_BYTES`` wide (one AVX-512 register: 16 float32
-or 8 float64); on a CPU with narrower registers LLVM splits each into two or
-four, which is correct, only slower.
+past.  A vector is ``VECTOR_BYTES`` wide: one register of the CPU that Numba
+compiles for, 64 bytes with AVX-512 (16 float32 or 8 float64), else 32
+(AVX2: 8 float32).  Kernels size their register blocks by it, because a
+block of 512-bit vectors split in two by a CPU without them no longer fits
+its registers and spills (a ResNet-20 step took 20% longer that way).
 
 Groups of vectors are Numba tuples (``UniTuple(Vector, n)``); every
 operation that takes or returns a group is unrolled when compiled, so
@@ -32,12 +34,23 @@ Operations (L lanes per vector, all unaligned memory access):
 """
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, config
 from numba.core.extending import intrinsic, models, register_model
 
-VECTOR_BYTES = 64       # one AVX-512 register
+
+def _target_has_512_bit_vectors():
+    """Whether the CPU Numba compiles for has AVX-512: the host's, unless
+    NUMBA_CPU_FEATURES names other features (Numba's own override)."""
+    if config.CPU_FEATURES is not None:
+        return "+avx512f" in config.CPU_FEATURES.split(",")
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+
+
+VECTOR_BYTES = 64 if _target_has_512_bit_vectors() else 32
+FLOAT32_LANES = VECTOR_BYTES // 4
 
 
 class Vector(types.Type):
