@@ -22,18 +22,23 @@ exactly the loop a compiler turns into vector instructions (16 float32 per
 AVX-512 register).  The positions between images are computed too and thrown
 away (W of every H·W + W).
 
-**Forward** (``conv3x3_tiles``), for 4 output channels k at a time and a tile
-of up to 512 positions u, over the input channels c::
+**Forward** (``conv3x3_blocks``), a register block at a time: KR = 4
+output channels by VR = 6 vectors of positions (96 positions for float32;
+with AVX2, VR = 3 vectors of 8), 24 accumulator vectors that stay in
+registers over every input channel c and tap (i, j)::
 
-    acc_k[u] += Σ_{i,j} w[k, c, i, j] · sh[j][c, u + (i − 1)·W]
+    acc_k[u] += Σ_{c,i,j} w[k, c, i, j] · sh[j][c, u + (i − 1)·W]
 
-36 multiply-adds per vector of 16 positions, for 9 loads of the input (each
-used by the 4 output channels) and 4 loads and stores of the accumulators;
-the accumulators live on the stack, so the compiler knows they overlap
-nothing and vectorises without run-time overlap checks.
+Per tap: 6 vector loads of the input and 4 broadcast weights feed 24 fused
+multiply-adds; the accumulators touch memory once per block, when they are
+written out.  ``kernels/simd.py`` spells the vectors out (``load_n``,
+``splat_n``, ``outer_fma``), because left to itself the compiler keeps too
+few sums in registers and stores them back after every tap.  A block may
+read up to ``READ_AHEAD`` positions past the last image of a chunk (those
+sums are thrown away), so every buffer has that many zeros to spare.
 
 **Input gradient**: for stride 1 it is the same convolution of dY with the
-kernel flipped and its channel axes swapped, so the same two kernels.
+kernel flipped and its channel axes swapped, so the same kernel.
 
 **Weight gradient** (``conv3x3_weight_grad``): for 2 output channels k and one
 input channel c, 18 sums over every position u of the chunk at once::
@@ -46,7 +51,7 @@ outside the images add nothing).
 The loops are written for the compiler: the nine inputs are nine views
 indexed by the loop counter only, and every sum is spelled out, because the
 compiler vectorises straight runs of independent loop iterations, not loops
-over small tables.  ``_prefer_512_bit_vectors`` lets LLVM use the full
+over small tables.  ``prefer_512_bit_vectors`` lets LLVM use the full
 AVX-512 width in these kernels (by default it stops at 256 bits on Intel
 CPUs); elsewhere it changes nothing.
 """
@@ -57,6 +62,9 @@ from numba import carray, njit, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
+from .simd import (FLOAT32_LANES, lanes, load_n, outer_fma, prefer_512_bit_vectors, splat_n,
+                   store_n, zeros_n)
+
 # The float arithmetic may be contracted into fused multiply-adds (one
 # rounding instead of two); the sums of the weight gradient may also be
 # reassociated, which is what lets them run as vector sums (16 partial sums
@@ -65,34 +73,10 @@ from numba.core.extending import intrinsic
 _FMA = {"contract"}
 _FMA_SUMS = {"contract", "reassoc"}
 
-TILE = 1024         # output positions per accumulator tile (4 channels: 16 KiB of float32)
-# The accumulators of the 4 channels are SKEW elements more than a tile apart:
-# loads and stores 4 KiB apart look alike to the CPU's check of a load
-# against earlier stores ("4K aliasing") and stall, which made the kernel
-# up to 2x slower with planes exactly 4 KiB long.
-SKEW = 32
-_ACC = 4 * (TILE + SKEW)    # accumulator elements (a constant for the compiler)
-
 
 # ---------------------------------------------------------------------------
-# Three small compiler helpers
+# Two small compiler helpers
 # ---------------------------------------------------------------------------
-@intrinsic
-def _prefer_512_bit_vectors(typingctx):
-    """Mark the calling function so LLVM's vectoriser may use 512-bit registers.
-
-    LLVM stops at 256 bits by default on Intel CPUs with AVX-512 (older ones
-    lowered their clock for 512-bit work); for these FMA-bound loops the full
-    width is about 1.6x faster.  A no-op where the CPU has no 512-bit vectors.
-    """
-    def codegen(context, builder, signature, args):
-        # llvmlite checks attribute names against a fixed list that lacks
-        # LLVM's string attributes, so the set is extended directly
-        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
-        return context.get_dummy_value()
-    return types.none(), codegen
-
-
 @intrinsic
 def _stack_pointer(typingctx, like, size):
     """Pointer to ``size`` (a constant) elements of ``like``'s dtype on the
@@ -159,9 +143,12 @@ def shifted_planes(x, n0, n1, m, sh, j0=0, j1=3):
                     sh[0, c, base + oy * w] = 0
                 if j1 == 3:
                     sh[2, c, base + oy * w + w - 1] = 0
+            # (after the last image: zeros to the end of the buffer, which
+            # the register blocks may read past the last position)
+            pad = m if b < n1 - n0 - 1 else sh.shape[2] - base - plane
             for j in range(j0, j1):
                 dv = sh[j, c, base + plane:]
-                for t in range(m):
+                for t in range(pad):
                     dv[t] = 0
 
 
@@ -199,8 +186,9 @@ def phase_planes(x, n0, n1, m, ph, j0=0, j1=3):
                         for t in range(shift, m):
                             ix = 2 * (t - shift) + q
                             row[t] = src[iy, ix] if iy < h and ix < w else 0
-                    for t in range(plane, s):       # the padding after the image
-                        dv[t] = 0
+                    end = s if b < n1 - n0 - 1 else d.shape[0] - m - b * s
+                    for t in range(plane, end):     # the padding after the image
+                        dv[t] = 0                   # (the last: to the buffer's end)
 
 
 @njit(nogil=True, cache=True, fastmath=_FMA_SUMS)
@@ -218,13 +206,6 @@ def plane_sums(g1, m, total, out):
 # ---------------------------------------------------------------------------
 # Forward (and the stride-1 input gradient)
 # ---------------------------------------------------------------------------
-@njit(inline="always", fastmath=_FMA)
-def _fma9(a, w, v0, v1, v2, v3, v4, v5, v6, v7, v8):
-    """a + Σ_t w[t]·v_t, as one chain of fused multiply-adds."""
-    return (a + w[0] * v0 + w[1] * v1 + w[2] * v2 + w[3] * v3 + w[4] * v4
-            + w[5] * v5 + w[6] * v6 + w[7] * v7 + w[8] * v8)
-
-
 @njit(inline="always")
 def _image_run(u, end, s, plane):
     """The run of positions from u (before ``end``) inside one image of the
@@ -254,51 +235,71 @@ def _tile_to_nchw(acc, u0, n, s, plane, bias, use_bias, y, n0, k):
         u = after
 
 
-@njit(nogil=True, cache=True, fastmath=_FMA)
-def conv3x3_tiles(rows, offsets, w9, m, nb, bias, use_bias, y, n0, kb0, kb1):
-    """y[n0 + b, k] = Σ_{c,i,j} w9[k, c, 3i + j] · (tap (i, j) of channel c) (+ bias[k])
-    for the nb images of a chunk and the output channels 4·kb0 <= k < 4·kb1.
+# Register blocks: KR output channels x VR vectors of positions, KR·VR
+# accumulators that stay in registers over all the input channels and taps.
+# Per tap: VR loads of the input, KR broadcast weights, KR·VR fused
+# multiply-adds.  With AVX-512 (32 registers of 16 float32) a block is 4 x 6:
+# 24 accumulators, 24 multiply-adds per 10 loads; with AVX2 (16 registers
+# of 8 float32) 4 x 3, which leaves the 4 registers a tap needs besides.
+KR = 4
+VR = 6 if FLOAT32_LANES == 16 else 3
+READ_AHEAD = VR * FLOAT32_LANES     # positions a block may read past the last one it keeps
+_NACC = KR * VR                     # accumulator vectors of a block
+_BLOCK = _NACC * FLOAT32_LANES      # their elements (float32; a constant for the compiler)
 
-    Tap (i, j) at output position u is rows[i][j, c, m + u + offsets[i]]:
-    for stride 1, rows = (sh, sh, sh) and offsets = (−W, 0, W) with ``sh``
-    from :func:`shifted_planes`; for stride 2, the row phases of
-    :func:`phase_planes`.  ``m`` is the output row length (the zeros before
-    each image), ``y`` is (N, K, Ho·Wo), ``w9`` is (K4, C, 9) with K4 = K
-    rounded up to a multiple of 4 (zeros in the extra rows).
+
+@njit(inline="always", fastmath=_FMA)
+def _tap(acc, w, wq, src, p):
+    """acc + (the KR weights w[wq:wq + KR]) ⊗ (VR vectors of src from p)."""
+    return outer_fma(acc, splat_n(w, wq, KR), load_n(src, p, VR))
+
+
+@njit(nogil=True, cache=True, fastmath=_FMA)
+def conv3x3_blocks(rows, offsets, wk, m, nb, bias, use_bias, y, n0, kb0, kb1):
+    """y[n0 + b, k] = Σ_{c,i,j} w[k, c, i, j] · (tap (i, j) of channel c) (+ bias[k])
+    for the nb images of a chunk and the output channels KR·kb0 <= k < KR·kb1.
+
+    Tap (i, j) of channel c at output position u is
+    rows[i][(j·C + c)·length + m + u + offsets[i]]: for stride 1, rows are
+    three flat views of ``sh`` from :func:`shifted_planes` and offsets
+    (−W, 0, W); for stride 2, of the row phases of :func:`phase_planes`.
+    ``m`` is the output row length (the zeros before each image), ``y`` is
+    (N, K, Ho·Wo), ``wk`` is (KB, C, 9, KR), the weights packed by blocks of
+    KR output channels: wk[kb, c, 3i + j, r] = w[KR·kb + r, c, i, j] (zeros
+    past K).
     """
-    _prefer_512_bit_vectors()
+    prefer_512_bit_vectors()
     top, mid, bot = rows
     o0, o1, o2 = offsets
-    c_in = mid.shape[1]
+    c_in = wk.shape[1]
+    length = mid.shape[0] // (3 * c_in)
+    cs = c_in * length                  # from one shifted copy to the next
     k_out, plane = y.shape[1], y.shape[2]
     s = plane + m
-    total = nb * s - m                  # positions of every image and the padding between
-    tile = min(total, TILE)
-    ps = tile + SKEW                    # from one channel's accumulators to the next
-    acc = carray(_stack_pointer(y, _ACC), (_ACC,))
-    a0, a1, a2, a3 = acc[:tile], acc[ps:ps + tile], acc[2 * ps:2 * ps + tile], acc[3 * ps:]
+    total = nb * s - m
+    span = VR * lanes(y)
+    acc_mem = carray(_stack_pointer(y, _BLOCK), (_BLOCK,))
+    wf = wk.ravel()
     for kb in range(kb0, kb1):
-        k = 4 * kb
-        for u0 in range(0, total, tile):
-            n = min(tile, total - u0)
-            for t in range(4 * ps):
-                acc[t] = 0
+        k = KR * kb
+        for u0 in range(0, total, span):
+            acc = zeros_n(y, _NACC)
             for c in range(c_in):
-                p = m + u0
-                r00, r01, r02 = top[0, c, p + o0:], top[1, c, p + o0:], top[2, c, p + o0:]
-                r10, r11, r12 = mid[0, c, p + o1:], mid[1, c, p + o1:], mid[2, c, p + o1:]
-                r20, r21, r22 = bot[0, c, p + o2:], bot[1, c, p + o2:], bot[2, c, p + o2:]
-                w0, w1, w2, w3 = w9[k, c], w9[k + 1, c], w9[k + 2, c], w9[k + 3, c]
-                for t in range(n):
-                    v0, v1, v2 = r00[t], r01[t], r02[t]
-                    v3, v4, v5 = r10[t], r11[t], r12[t]
-                    v6, v7, v8 = r20[t], r21[t], r22[t]
-                    a0[t] = _fma9(a0[t], w0, v0, v1, v2, v3, v4, v5, v6, v7, v8)
-                    a1[t] = _fma9(a1[t], w1, v0, v1, v2, v3, v4, v5, v6, v7, v8)
-                    a2[t] = _fma9(a2[t], w2, v0, v1, v2, v3, v4, v5, v6, v7, v8)
-                    a3[t] = _fma9(a3[t], w3, v0, v1, v2, v3, v4, v5, v6, v7, v8)
-            for kk in range(min(4, k_out - k)):
-                _tile_to_nchw(acc[kk * ps:], u0, n, s, plane, bias, use_bias, y, n0, k + kk)
+                p = c * length + m + u0
+                wq = (kb * c_in + c) * 9 * KR
+                acc = _tap(acc, wf, wq, top, p + o0)
+                acc = _tap(acc, wf, wq + KR, top, cs + p + o0)
+                acc = _tap(acc, wf, wq + 2 * KR, top, 2 * cs + p + o0)
+                acc = _tap(acc, wf, wq + 3 * KR, mid, p + o1)
+                acc = _tap(acc, wf, wq + 4 * KR, mid, cs + p + o1)
+                acc = _tap(acc, wf, wq + 5 * KR, mid, 2 * cs + p + o1)
+                acc = _tap(acc, wf, wq + 6 * KR, bot, p + o2)
+                acc = _tap(acc, wf, wq + 7 * KR, bot, cs + p + o2)
+                acc = _tap(acc, wf, wq + 8 * KR, bot, 2 * cs + p + o2)
+            store_n(acc_mem, 0, acc)
+            n = min(span, total - u0)
+            for kk in range(min(KR, k_out - k)):
+                _tile_to_nchw(acc_mem[kk * span:], u0, n, s, plane, bias, use_bias, y, n0, k + kk)
 
 
 @njit(nogil=True, cache=True)
@@ -355,7 +356,7 @@ def conv3x3_input_grad_s2(sg, w9t, m, nb, dx, n0, c0, c1):
     by two output channels at a time: 8 accumulators, 36 multiply-adds per
     8 loads of dY and 8 of the accumulators.
     """
-    _prefer_512_bit_vectors()
+    prefer_512_bit_vectors()
     k_out = sg.shape[1]
     plane = (dx.shape[2] + 1) // 2 * m
     s = plane + m
@@ -416,7 +417,7 @@ def conv3x3_weight_grad(x1, sg, w, m, total, dw):
     and, for each output channel, the nine shifted views of its dY tile stay
     in the L1 cache while the input channels stream past, two at a time.
     """
-    _prefer_512_bit_vectors()
+    prefer_512_bit_vectors()
     k_out, c_in = sg.shape[1], x1.shape[0]
     for u0 in range(0, total, SUM_TILE):
         n = min(SUM_TILE, total - u0)
@@ -461,7 +462,7 @@ def conv3x3_weight_grad_s2(ph, sg, m, total, dw):
     :func:`conv3x3_weight_grad`) leaves four views of dY: G = sg[1] and
     sg[2] (dY one column left), at u and one row down (u + Wo).
     """
-    _prefer_512_bit_vectors()
+    prefer_512_bit_vectors()
     k_out, c_in = sg.shape[1], ph.shape[2]
     for u0 in range(0, total, SUM_TILE):
         n = min(SUM_TILE, total - u0)

@@ -41,8 +41,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-from .cpu_conv3x3 import (conv3x3_input_grad_s2, conv3x3_tiles, conv3x3_weight_grad,
-                          conv3x3_weight_grad_s2, phase_planes, plane_sums, shifted_planes)
+from .cpu_conv3x3 import (KR, READ_AHEAD, conv3x3_blocks, conv3x3_input_grad_s2,
+                          conv3x3_weight_grad, conv3x3_weight_grad_s2, phase_planes, plane_sums,
+                          shifted_planes)
 
 
 # ---------------------------------------------------------------------------
@@ -746,27 +747,30 @@ def _aligned_scratch(name, shape, dtype):
 
 def _planes_length(w, s, images):
     """Length of one channel in the shifted-planes layout of ``images``
-    images (m = w zeros before each image and after the last), rounded up to
-    a multiple of 16 so that every channel starts on a cache line."""
-    return -(-(w + images * s) // 16) * 16
+    images (m = w zeros before each image and after the last, then the
+    READ_AHEAD positions a register block may read past them), rounded up
+    to a multiple of 16 so that every channel starts on a cache line."""
+    return -(-(w + images * s + READ_AHEAD + w) // 16) * 16
 
 
-def _pack_3x3(weight, flip=False):
-    """(K, C, 3, 3) weights as (K4, C, 9) with K4 = K rounded up to a multiple
-    of 4 (zero rows): the layout of :func:`conv3x3_tiles`.  ``flip``: the
-    input gradient's kernel, w[k, c, 2 − i, 2 − j] with k and c swapped."""
+def _pack_blocks(weight, flip=False):
+    """(K, C, 3, 3) weights as (KB, C, 9, KR), KB = ⌈K / KR⌉ (zeros for the
+    missing channels): wk[kb, c, 3i + j, r] = w[KR·kb + r, c, i, j], the
+    layout of :func:`conv3x3_blocks`.  ``flip``: the input gradient's
+    kernel, w[k, c, 2 − i, 2 − j] with k and c swapped."""
     if flip:
         weight = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
     k, c = weight.shape[:2]
-    w9 = np.zeros((-(-k // 4) * 4, c, 9), weight.dtype)
+    kb = -(-k // KR)
+    w9 = np.zeros((kb * KR, c, 9), weight.dtype)
     w9[:k] = weight.reshape(k, c, 9)
-    return w9
+    return np.ascontiguousarray(w9.reshape(kb, KR, c, 9).transpose(0, 2, 3, 1))
 
 
 class _Planes:
     """The direct kernels' layout of a chunk of images for a stride-1 or
     stride-2 convolution: the buffer, the three kernel rows' sources and
-    offsets for :func:`conv3x3_tiles`, and the output geometry (each image's
+    offsets for :func:`conv3x3_blocks`, and the output geometry (each image's
     Ho·Wo positions after m = Wo zeros)."""
 
     def __init__(self, shape, stride, images):
@@ -792,10 +796,13 @@ class _Planes:
             phase_planes(x, n0, n1, self.m, buf, j0, j1)
 
     def rows(self, buf):
-        """(sources, offsets) of the kernel rows i = 0, 1, 2 in ``buf``."""
+        """(sources, offsets) of the kernel rows i = 0, 1, 2 in ``buf`` for
+        :func:`conv3x3_blocks`: flat views of (3, C, length) planes."""
         if self.stride == 1:
-            return (buf, buf, buf), (-self.m, 0, self.m)
-        return (buf[1], buf[0], buf[1]), (-self.m, 0, 0)
+            f = buf.reshape(-1)
+            return (f, f, f), (-self.m, 0, self.m)
+        top, mid = buf[1].reshape(-1), buf[0].reshape(-1)
+        return (top, mid, top), (-self.m, 0, 0)
 
     def total(self, images):
         """Output positions of ``images`` images and the padding between them."""
@@ -814,7 +821,7 @@ def _conv3x3_forward(x, weight, bias, stride):
     lay = _Planes(x.shape, stride, chunks.largest)
     y = np.empty((n, k, lay.ho, lay.wo), x.dtype)
     y3 = y.reshape(n, k, lay.plane)
-    w9 = _pack_3x3(weight)
+    wk = _pack_blocks(weight)
     use_bias = bias is not None
     b = bias if use_bias else np.zeros(1, x.dtype)
 
@@ -824,7 +831,7 @@ def _conv3x3_forward(x, weight, bias, stride):
         while (chunk := chunks.next()) is not None:
             _, (n0, n1) = chunk
             lay.fill(x, n0, n1, buf)
-            conv3x3_tiles(rows, offsets, w9, lay.m, n1 - n0, b, use_bias, y3, n0, 0, len(w9) // 4)
+            conv3x3_blocks(rows, offsets, wk, lay.m, n1 - n0, b, use_bias, y3, n0, 0, len(wk))
     _run(work, threads)
     return y
 
@@ -848,7 +855,7 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
     dx = np.empty(x.shape, x.dtype) if need_x else None
     if need_x and stride == 1:
         dx3 = dx.reshape(n, c, lay_x.plane)
-        w9t = _pack_3x3(weight, flip=True)
+        w9t = _pack_blocks(weight, flip=True)
         no_bias = np.zeros(1, x.dtype)
     elif need_x:
         w9t = np.zeros((c, k + k % 2, 9), x.dtype)         # an even number of output channels
@@ -874,8 +881,8 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
             if need_b:
                 plane_sums(sg[1], lay_g.m, total, db[i])
             if need_x and stride == 1:
-                conv3x3_tiles(rows, offsets, w9t, lay_g.m, nb, no_bias, False, dx3, n0, 0,
-                              len(w9t) // 4)
+                conv3x3_blocks(rows, offsets, w9t, lay_g.m, nb, no_bias, False, dx3, n0, 0,
+                               len(w9t))
             elif need_x:
                 conv3x3_input_grad_s2(sg, w9t, lay_g.m, nb, dx, n0, 0, c)
             if need_w:

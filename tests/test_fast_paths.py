@@ -189,6 +189,23 @@ def test_direct_3x3_kernels(n, c, k, h, w, stride, dtype, one_image_chunks):
         np.testing.assert_allclose(got, want, **tol)
 
 
+@settings(max_examples=200, deadline=None)
+@given(h=st.integers(1, 70), w=st.integers(1, 70), stride=st.sampled_from([1, 2]),
+       images=st.integers(1, 300))
+def test_register_blocks_read_inside_their_buffer(h, w, stride, images):
+    """The forward kernel loads whole register blocks with no bounds checks,
+    so a block may start up to one span before the last position of a chunk
+    and read a whole span from there (plus the next kernel row's offset): a
+    channel's planes must hold that much, or the last channel of the last
+    copy would read past the buffer."""
+    from minigrad.kernels import cpu_conv3x3 as D
+    lay = K._Planes((images, 1, h, w), stride, images)
+    span = D.VR * D.FLOAT32_LANES                    # float32: the widest block
+    last_block = (lay.total(images) - 1) // span * span
+    furthest_offset = lay.m if stride == 1 else 0    # rows[2] is one row down for stride 1
+    assert lay.m + last_block + furthest_offset + span <= lay.length
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_direct_3x3_across_tiles_and_without_some_gradients(stride):
     """Chunks longer than one accumulator tile and one partial-sum tile, and a
@@ -199,7 +216,7 @@ def test_direct_3x3_across_tiles_and_without_some_gradients(stride):
     wt = rng.standard_normal((6, 5, 3, 3))
     b = rng.standard_normal(6)
     y = K.conv2d_forward(x, wt, b, (stride, stride), (1, 1))
-    assert 4 * y.shape[2] * y.shape[3] > max(D.TILE, D.SUM_TILE)
+    assert 4 * y.shape[2] * y.shape[3] > max(D.READ_AHEAD, D.SUM_TILE)
     np.testing.assert_allclose(y, naive_conv(x, wt, b, stride, 1), rtol=1e-11, atol=1e-11)
     g = rng.standard_normal(y.shape)
     want = reference_conv_grads(x, wt, b, g, stride, 1)
@@ -620,3 +637,48 @@ def test_parts_added_in_chunk_order_whatever_thread_runs_them():
     runner.start()
     runner.join(timeout=30)
     assert done, "the threads kept waiting for the failed chunk's part"
+
+
+_AVX2_CHECK = """
+import numpy as np
+from minigrad.kernels import cpu_conv3x3 as D, cpu_numba as K, simd
+assert simd.VECTOR_BYTES == 32 and D.VR == 3, (simd.VECTOR_BYTES, D.VR)
+rng = np.random.default_rng(3)
+for stride in (1, 2):
+    x = rng.standard_normal((3, 5, 7, 9))
+    w = rng.standard_normal((6, 5, 3, 3))
+    b = rng.standard_normal(6)
+    assert K.direct_3x3_applies(x, w, (stride, stride), (1, 1))
+    y = K.conv2d_forward(x, w, b, (stride, stride), (1, 1))
+    g = rng.standard_normal(y.shape)
+    dx = K.conv2d_backward(x, w, g, (stride, stride), (1, 1))[0]
+    np.save(f"y{stride}.npy", y)
+    np.save(f"dx{stride}.npy", dx)
+"""
+
+
+def test_direct_3x3_on_a_cpu_without_avx512(tmp_path):
+    """On a CPU without AVX-512 (compiled for Haswell's AVX2 through Numba's
+    own NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, in a cache of its own), the
+    register blocks take the narrower shape and give the same numbers."""
+    import os
+    import subprocess
+    import sys
+    features = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,"
+                "+movbe,+popcnt,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave")
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=features,
+               NUMBA_CACHE_DIR=str(tmp_path / "cache"), NUMBA_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", _AVX2_CHECK], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rng = np.random.default_rng(3)
+    for stride in (1, 2):
+        x = rng.standard_normal((3, 5, 7, 9))
+        w = rng.standard_normal((6, 5, 3, 3))
+        b = rng.standard_normal(6)
+        want = naive_conv(x, w, b, stride, 1)
+        g = rng.standard_normal(want.shape)
+        np.testing.assert_allclose(np.load(tmp_path / f"y{stride}.npy"), want, rtol=1e-11, atol=1e-11)
+        want_dx = reference_conv_grads(x, w, b, g, stride, 1)[0]
+        np.testing.assert_allclose(np.load(tmp_path / f"dx{stride}.npy"), want_dx,
+                                   rtol=1e-11, atol=1e-11)
