@@ -73,9 +73,14 @@ _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 
 
-def _count(n):
-    """The value of a literal int argument, or None (Numba then retries with the literal)."""
-    return n.literal_value if isinstance(n, types.IntegerLiteral) else None
+def _group(a, count):
+    """(n, vector type, tuple type) of a group of ``count`` vectors of a's
+    dtype, or None while ``count`` is not yet a literal int (Numba then
+    retries with the literal)."""
+    if not isinstance(count, types.IntegerLiteral):
+        return None
+    n, vt = count.literal_value, Vector(a.dtype)
+    return n, vt, types.UniTuple(vt, n)
 
 
 def _element_ptr(context, builder, aty, arr, i):
@@ -111,11 +116,10 @@ def lanes(typingctx, a):
 @intrinsic
 def load_n(typingctx, a, i, count):
     """The ``count`` consecutive vectors a[i + t·L : i + (t+1)·L], as a tuple."""
-    n = _count(count)
-    if n is None:
+    group = _group(a, count)
+    if group is None:
         return None
-    vt = Vector(a.dtype)
-    tt = types.UniTuple(vt, n)
+    n, vt, tt = group
 
     def codegen(context, builder, sig, args):
         ptrs = _vector_ptrs(context, builder, a, args[0], args[1], vt, n)
@@ -140,11 +144,10 @@ def store_n(typingctx, a, i, vs):
 @intrinsic
 def splat_n(typingctx, a, i, count):
     """a[i], a[i + 1], ..., a[i + count − 1], each broadcast to a whole vector."""
-    n = _count(count)
-    if n is None:
+    group = _group(a, count)
+    if group is None:
         return None
-    vt = Vector(a.dtype)
-    tt = types.UniTuple(vt, n)
+    n, vt, tt = group
 
     def codegen(context, builder, sig, args):
         lt = context.get_value_type(vt)
@@ -163,11 +166,10 @@ def splat_n(typingctx, a, i, count):
 @intrinsic
 def zeros_n(typingctx, a, count):
     """``count`` vectors of zeros in a's dtype."""
-    n = _count(count)
-    if n is None:
+    group = _group(a, count)
+    if group is None:
         return None
-    vt = Vector(a.dtype)
-    tt = types.UniTuple(vt, n)
+    n, vt, tt = group
 
     def codegen(context, builder, sig, args):
         lt = context.get_value_type(vt)

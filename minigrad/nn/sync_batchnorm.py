@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from .. import backend
 from .. import distributed as dist
+from ..ops.norm import scale_and_shift
 from ..tensor import Function
 from .layers import _BatchNorm
 
@@ -80,11 +81,7 @@ class SyncBatchNormFunction(Function):
             self.running_var[...] = (1 - mom) * self.running_var + mom * var * (m / (m - 1))
         inv_std = 1 / xp.sqrt(var + t(self.eps))
         xhat = (x - mean.reshape(bshape)) * inv_std.reshape(bshape)
-        y = xhat
-        if weight is not None:
-            y = y * weight.reshape(bshape)
-        if bias is not None:
-            y = y + bias.reshape(bshape)
+        y = scale_and_shift(xhat, weight, bias, bshape)
         if any(self.needs_input_grad):
             self.xhat, self.inv_std, self.weight, self.m = xhat, inv_std, weight, m
         self.running_mean = self.running_var = None

@@ -24,6 +24,7 @@ def _channel_window_sum(a, before, after):
     return s
 
 
+
 class LocalResponseNorm(Function):
     """Local response normalisation across channels (Krizhevsky et al. 2012):
 
@@ -110,6 +111,15 @@ def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
 # ---------------------------------------------------------------------------
 # Batch normalisation (Ioffe & Szegedy 2015)
 # ---------------------------------------------------------------------------
+def scale_and_shift(xhat, weight, bias, bshape):
+    """y = γ · x̂ + β, per channel (γ, β reshaped to ``bshape``; either may be None)."""
+    y = xhat
+    if weight is not None:
+        y = y * weight.reshape(bshape)
+    if bias is not None:
+        y = y + bias.reshape(bshape)
+    return y
+
 class BatchNorm(Function):
     """Batch normalisation per channel (axis 1), for (N, C) and (N, C, H, W)
     (any (N, C, ...)); statistics over every axis but the channel axis, m values
@@ -158,11 +168,7 @@ class BatchNorm(Function):
             centred = x - mean.reshape(bshape)
         inv_std = 1 / xp.sqrt(var + t(self.eps))
         xhat = centred * inv_std.reshape(bshape)
-        y = xhat
-        if weight is not None:
-            y = y * weight.reshape(bshape)
-        if bias is not None:
-            y = y + bias.reshape(bshape)
+        y = scale_and_shift(xhat, weight, bias, bshape)
         if any(self.needs_input_grad):
             self.xhat, self.inv_std, self.weight = xhat, inv_std, weight
         self.running_mean = self.running_var = None     # not needed any more
