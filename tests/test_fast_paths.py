@@ -68,13 +68,17 @@ def naive_maxpool(x, k, s, p):
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kh,s,p", [(3, 1, 1), (3, 2, 1), (1, 1, 0), (5, 2, 3)])
-def test_im2col_col2im_kernels(dtype, kh, s, p):
+@pytest.mark.parametrize("h,w", [(7, 6), (2, 2), (19, 17)])
+def test_im2col_col2im_kernels(dtype, kh, s, p, h, w):
+    """Small output planes (at most K.SMALL_PLANE pixels: the table of source
+    pixels) and larger ones (row by row), against the loops here."""
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((3, 2, 7, 6)).astype(dtype)
-    ho, wo = (7 + 2 * p - kh) // s + 1, (6 + 2 * p - kh) // s + 1
+    x = rng.standard_normal((3, 2, h, w)).astype(dtype)
+    ho, wo = (h + 2 * p - kh) // s + 1, (w + 2 * p - kh) // s + 1
     cols = np.full((2 * kh * kh, 2 * ho * wo), np.nan, dtype)
     K.im2col(x, kh, kh, s, s, p, p, 1, 3, cols)          # images 1 and 2 only
     xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    assert (ho * wo <= K.SMALL_PLANE) == ((h, w) != (19, 17))
     want = np.empty((2, kh, kh, 2, ho, wo), dtype)
     for c in range(2):
         for i in range(kh):
@@ -97,11 +101,12 @@ def test_im2col_col2im_kernels(dtype, kh, s, p):
 
 @settings(max_examples=60, deadline=None)
 @given(kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 2), sw=st.integers(1, 2),
-       ph=st.integers(0, 2), pw=st.integers(0, 2), h=st.integers(1, 7), w=st.integers(1, 7),
+       ph=st.integers(0, 2), pw=st.integers(0, 2), h=st.integers(1, 13), w=st.integers(1, 13),
        data=st.data())
 def test_im2col_any_geometry_and_row_range(kh, kw, sh, sw, ph, pw, h, w, data):
     """Every kernel size, stride and padding (including the stride-1 'same'
-    shapes that take the block-copy path), and any slice of rows r0:r1."""
+    shapes that take the block-copy path), output planes on either side of
+    K.SMALL_PLANE, and any slice of rows r0:r1."""
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     assume(ho > 0 and wo > 0)
     rng = np.random.default_rng(0)
