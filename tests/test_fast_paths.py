@@ -213,7 +213,7 @@ def test_register_blocks_read_inside_their_buffer(h, w, stride, images):
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_direct_3x3_across_tiles_and_without_some_gradients(stride):
-    """Chunks longer than one accumulator tile and one partial-sum tile, and a
+    """Chunks longer than one register block and one partial-sum tile, and a
     backward that needs only some of (dx, dW, db)."""
     from minigrad.kernels import cpu_conv3x3 as D
     rng = np.random.default_rng(12)

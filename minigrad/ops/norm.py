@@ -24,7 +24,6 @@ def _channel_window_sum(a, before, after):
     return s
 
 
-
 class LocalResponseNorm(Function):
     """Local response normalisation across channels (Krizhevsky et al. 2012):
 
@@ -119,6 +118,7 @@ def scale_and_shift(xhat, weight, bias, bshape):
     if bias is not None:
         y = y + bias.reshape(bshape)
     return y
+
 
 class BatchNorm(Function):
     """Batch normalisation per channel (axis 1), for (N, C) and (N, C, H, W)
