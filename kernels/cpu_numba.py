@@ -36,11 +36,11 @@ import contextlib
 import itertools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
 
+from . import cpu_pool
 from .cpu_conv3x3 import (KR, READ_AHEAD, conv3x3_blocks, conv3x3_input_grad_s2,
                           conv3x3_weight_grad, conv3x3_weight_grad_s2, phase_planes, plane_sums,
                           shifted_planes)
@@ -690,17 +690,11 @@ class _SharedChunks:
 #   straight into its GEMM;
 # * few large images (a 224x224 VGG on one image): each step is split over the
 #   threads, and the BLAS uses all of them for the product.
-_POOL = {"pool": None, "size": 0, "blas": None}
-_POOL_LOCK = threading.Lock()
-
-
-def _forget_pool():
-    """A forked child has none of its parent's threads: start a new pool there."""
-    _POOL["pool"], _POOL["size"] = None, 0
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
+#
+# The pool (``kernels/cpu_pool.py``) hands a job to its threads in about a
+# microsecond, where waking a sleeping thread takes 50-100 us on a virtual
+# machine: its threads spin for a moment before they sleep.
+_POOL = {"blas": None}
 
 
 def _threads():
@@ -715,17 +709,7 @@ def _run(fn, n):
     if n <= 1:
         fn(0)
         return
-    with _POOL_LOCK:
-        if _POOL["size"] < n - 1:        # grow only: another thread may be using it
-            _POOL["pool"] = ThreadPoolExecutor(n - 1, thread_name_prefix="minigrad")
-            _POOL["size"] = n - 1
-        pool = _POOL["pool"]
-    futures = [pool.submit(fn, t) for t in range(1, n)]
-    try:
-        fn(0)
-    finally:
-        for f in futures:
-            f.result()
+    cpu_pool.pool(n - 1).run(fn, n)
 
 
 def _split(fn, items, n):
