@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import threading
 
 import numpy as np

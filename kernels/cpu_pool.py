@@ -35,6 +35,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.core.extending import intrinsic
 
+from .simd import _element_ptr
+
 SPIN_S = 2e-4       # how long a waiting thread spins before it sleeps (seconds)
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
@@ -44,8 +46,8 @@ _X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
 def _load_acquire(typingctx, counters, i):
     """counters[i], read with acquire ordering (int64 counters)."""
     def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        return builder.load_atomic(builder.gep(ary.data, [args[1]]), "acquire", 8)
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        return builder.load_atomic(ptr, "acquire", 8)
     return types.int64(counters, types.intp), codegen
 
 
@@ -53,8 +55,8 @@ def _load_acquire(typingctx, counters, i):
 def _store_release(typingctx, counters, i, value):
     """counters[i] = value, written with release ordering."""
     def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        builder.store_atomic(args[2], builder.gep(ary.data, [args[1]]), "release", 8)
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        builder.store_atomic(args[2], ptr, "release", 8)
         return context.get_dummy_value()
     return types.void(counters, types.intp, types.int64), codegen
 
