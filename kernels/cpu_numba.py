@@ -41,8 +41,8 @@ from numba import njit
 
 from . import cpu_pool
 from .cpu_conv3x3 import (KR, READ_AHEAD, conv3x3_blocks, conv3x3_input_grad_s2,
-                          conv3x3_weight_grad, conv3x3_weight_grad_s2, phase_planes, plane_sums,
-                          shifted_planes)
+                          conv3x3_weight_grad, conv3x3_weight_grad_s2, out_columns, phase_planes,
+                          plane_sums, planes_to_nchw, shifted_planes)
 
 
 # ---------------------------------------------------------------------------
@@ -827,6 +827,7 @@ class _Planes:
         self.m = self.wo
         self.plane = self.ho * self.wo
         self.s = self.plane + self.m
+        self.images = images
         self.length = _planes_length(self.m, self.s, images)
         self.copies = 3 if stride == 1 else 6       # shifted planes per channel
 
@@ -841,6 +842,11 @@ class _Planes:
             shifted_planes(x, n0, n1, self.m, buf, j0, j1)
         else:
             phase_planes(x, n0, n1, self.m, buf, j0, j1)
+
+    def output(self, name, channels, dtype):
+        """A thread's scratch output of :func:`conv3x3_blocks` for ``channels``
+        output channels of a chunk (a whole number of register blocks)."""
+        return _aligned_scratch(name, (channels, out_columns(self.total(self.images))), dtype)
 
     def rows(self, buf):
         """(sources, offsets) of the kernel rows i = 0, 1, 2 in ``buf`` for
@@ -875,10 +881,12 @@ def _conv3x3_forward(x, weight, bias, stride):
     def work(t):
         buf = lay.buffer(("planes", t), c, x.dtype)
         rows, offsets = lay.rows(buf)
+        out = lay.output(("planes_out", t), len(wk) * KR, x.dtype)
         while (chunk := chunks.next()) is not None:
             _, (n0, n1) = chunk
             lay.fill(x, n0, n1, buf)
-            conv3x3_blocks(rows, offsets, wk, lay.m, n1 - n0, b, use_bias, y3, n0, 0, len(wk))
+            conv3x3_blocks(rows, offsets, wk, lay.m, lay.plane, n1 - n0, out, 0, len(wk))
+            planes_to_nchw(out, lay.m, n1 - n0, b, use_bias, y3, n0)
     _run(work, threads)
     return y
 
@@ -920,6 +928,7 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
         sg = lay_g.buffer(("planes_g", t), k, x.dtype)
         rows, offsets = lay_g.rows(sg)
         sx = lay_x.buffer(("planes", t), c, x.dtype) if need_w else None
+        out = lay_x.output(("planes_out", t), len(w9t) * KR, x.dtype) if need_x and stride == 1 else None
         while (chunk := chunks.next()) is not None:
             i, (n0, n1) = chunk
             nb = n1 - n0
@@ -928,8 +937,8 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
             if need_b:
                 plane_sums(sg[1], lay_g.m, total, db[i])
             if need_x and stride == 1:
-                conv3x3_blocks(rows, offsets, w9t, lay_g.m, nb, no_bias, False, dx3, n0, 0,
-                               len(w9t))
+                conv3x3_blocks(rows, offsets, w9t, lay_g.m, lay_g.plane, nb, out, 0, len(w9t))
+                planes_to_nchw(out, lay_g.m, nb, no_bias, False, dx3, n0)
             elif need_x:
                 conv3x3_input_grad_s2(sg, w9t, lay_g.m, nb, dx, n0, 0, c)
             if need_w:

@@ -26,6 +26,7 @@ Operations (L lanes per vector, all unaligned memory access):
 * ``lanes(a)``                  L for a's dtype
 * ``load_n(a, i, n)``           the n vectors a[i + t·L : i + (t+1)·L]
 * ``store_n(a, i, vs)``         the reverse
+* ``store_rows(a, i, step, vs, n)``  vs as rows of n vectors, row r at a[i + r·step]
 * ``splat_n(a, i, n)``          a[i], a[i+1], ..., a[i+n−1], each in every lane
 * ``zeros_n(a, n)``             n zero vectors of a's dtype
 * ``outer_fma(acc, w, x)``      acc[k·len(x) + v] + w[k]·x[v]  (fused, one rounding)
@@ -139,6 +140,26 @@ def store_n(typingctx, a, i, vs):
             builder.store(builder.extract_value(args[2], t), p, align=a.dtype.bitwidth // 8)
         return context.get_dummy_value()
     return types.none(a, types.intp, vs), codegen
+
+
+@intrinsic
+def store_rows(typingctx, a, i, step, vs, count):
+    """vs as rows of ``count`` vectors: vector r·count + t at a[i + r·step + t·L].
+    A register block of r rows (output channels, say) stored into r rows of
+    a 2-D array (flat ``a``, rows ``step`` elements apart)."""
+    if not isinstance(count, types.IntegerLiteral) or len(vs) % count.literal_value:
+        return None
+    per_row, vt = count.literal_value, vs.dtype
+
+    def codegen(context, builder, sig, args):
+        align = a.dtype.bitwidth // 8
+        for r in range(len(vs) // per_row):
+            start = builder.add(args[1], builder.mul(args[2], ir.Constant(_I64, r)))
+            ptrs = _vector_ptrs(context, builder, a, args[0], start, vt, per_row)
+            for t, p in enumerate(ptrs):
+                builder.store(builder.extract_value(args[3], r * per_row + t), p, align=align)
+        return context.get_dummy_value()
+    return types.none(a, types.intp, types.intp, vs, count), codegen
 
 
 @intrinsic

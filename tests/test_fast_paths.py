@@ -194,6 +194,28 @@ def test_direct_3x3_kernels(n, c, k, h, w, stride, dtype, one_image_chunks):
         np.testing.assert_allclose(got, want, **tol)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_store_rows_puts_each_row_of_a_block_in_its_row(dtype):
+    """simd.store_rows: a block of 3 rows x 2 vectors goes to rows 5 apart
+    (in vectors) from element 3 on, and nothing else is written."""
+    from numba import njit
+    from minigrad.kernels.simd import lanes, load_n, store_rows
+
+    @njit
+    def copy_block(src, dst, start, step):
+        store_rows(dst, start, step, load_n(src, 0, 6), 2)
+
+    n = 64 // np.dtype(dtype).itemsize          # room for the widest vectors
+    src = np.arange(6 * n, dtype=dtype) + 1
+    dst = np.zeros(3 + 2 * 5 * n + 2 * n + 4, dtype)
+    copy_block(src, dst, 3, 5 * n)
+    L = njit(lambda a: lanes(a))(src)
+    want = np.zeros_like(dst)
+    for r in range(3):
+        want[3 + r * 5 * n:3 + r * 5 * n + 2 * L] = src[r * 2 * L:(r + 1) * 2 * L]
+    np.testing.assert_array_equal(dst, want)
+
+
 @settings(max_examples=200, deadline=None)
 @given(h=st.integers(1, 70), w=st.integers(1, 70), stride=st.sampled_from([1, 2]),
        images=st.integers(1, 300))
