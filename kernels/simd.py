@@ -28,6 +28,7 @@ Operations (L lanes per vector, all unaligned memory access):
 * ``store_n(a, i, vs)``         the reverse
 * ``store_rows(a, i, step, vs, n)``  vs as rows of n vectors, row r at a[i + r·step]
 * ``splat_n(a, i, n)``          a[i], a[i+1], ..., a[i+n−1], each in every lane
+* ``splat_at(a, i, offsets)``   a[i + offsets[0]], a[i + offsets[1]], ..., each in every lane
 * ``zeros_n(a, n)``             n zero vectors of a's dtype
 * ``outer_fma(acc, w, x)``      acc[k·len(x) + v] + w[k]·x[v]  (fused, one rounding)
 * ``prefer_512_bit_vectors()``  let LLVM's own vectoriser use 512-bit registers
@@ -182,6 +183,29 @@ def splat_n(typingctx, a, i, count):
             out.append(builder.shuffle_vector(v, undef, zeros))
         return context.make_tuple(builder, tt, out)
     return tt(a, types.intp, count), codegen
+
+
+@intrinsic
+def splat_at(typingctx, a, i, offsets):
+    """a[i + o] broadcast to a whole vector, for each o of the tuple ``offsets``
+    (a tuple of ints, computed once outside the loop that calls this)."""
+    if not isinstance(offsets, types.UniTuple) or not isinstance(offsets.dtype, types.Integer):
+        return None
+    vt = Vector(a.dtype)
+    tt = types.UniTuple(vt, len(offsets))
+
+    def codegen(context, builder, sig, args):
+        lt = context.get_value_type(vt)
+        undef = ir.Constant(lt, ir.Undefined)
+        zeros = ir.Constant(ir.VectorType(_I32, vt.lanes), [0] * vt.lanes)
+        out = []
+        for t in range(len(offsets)):
+            o = context.cast(builder, builder.extract_value(args[2], t), offsets.dtype, types.intp)
+            s = builder.load(_element_ptr(context, builder, a, args[0], builder.add(args[1], o)))
+            v = builder.insert_element(undef, s, ir.Constant(_I32, 0))
+            out.append(builder.shuffle_vector(v, undef, zeros))
+        return context.make_tuple(builder, tt, out)
+    return tt(a, types.intp, offsets), codegen
 
 
 @intrinsic

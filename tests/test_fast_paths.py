@@ -666,6 +666,27 @@ def test_parts_added_in_chunk_order_whatever_thread_runs_them():
     assert done, "the threads kept waiting for the failed chunk's part"
 
 
+@pytest.mark.parametrize("dtype,shape", [
+    (np.float64, (3, 16, 8, 8)),        # 8x8 images, several per chunk
+    (np.float64, (2, 32, 41, 37)),      # a plane longer than D.FLUSH_POSITIONS, odd sizes
+    (np.float32, (5, 32, 6, 5)),
+])
+def test_weight_gradient_with_the_channels_in_the_lanes(dtype, shape):
+    """The weight-gradient kernel with the input channels in the vector lanes
+    (taken for whole blocks of CV vectors of channels) against the
+    reference gradients."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal(shape).astype(dtype)
+    wt = rng.standard_normal((6, shape[1], 3, 3)).astype(dtype)
+    assert K._lanes_weight_grad(x, 1)
+    g = rng.standard_normal((shape[0], 6) + shape[2:]).astype(dtype)
+    assert K.direct_3x3_applies(x, wt, (1, 1), (1, 1))
+    want = reference_conv_grads(x, wt, np.zeros(6), g, 1, 1)[1]
+    dw = K.conv2d_backward(x, wt, g, (1, 1), (1, 1), False, True, False)[1]
+    tol = dict(rtol=1e-11, atol=1e-11) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw, want, **tol)
+
+
 _AVX2_CHECK = """
 import numpy as np
 from minigrad.kernels import cpu_conv3x3 as D, cpu_numba as K, simd
