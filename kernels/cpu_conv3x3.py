@@ -32,9 +32,10 @@ registers over every input channel c and tap (i, j)::
 Per tap: 6 vector loads of the input and 4 broadcast weights feed 24 fused
 multiply-adds; the accumulators touch memory once per block, when they are
 stored, whole vectors straight from the registers, into an output laid out
-like the input (``planes_to_nchw`` then copies the images out of it).  ``kernels/simd.py`` spells the vectors out (``load_n``,
-``splat_n``, ``outer_fma``), because left to itself the compiler keeps too
-few sums in registers and stores them back after every tap.  A block may
+like the input (``planes_to_nchw`` then copies the images out of it).
+``kernels/simd.py`` spells the vectors out (``load_n``, ``splat_n``,
+``outer_fma``), because left to itself the compiler keeps too few sums in
+registers and stores them back after every tap.  A block may
 read up to ``READ_AHEAD`` positions past the last image of a chunk (those
 sums are thrown away), so every buffer has that many zeros to spare.
 
@@ -270,12 +271,12 @@ def conv3x3_blocks(rows, offsets, wk, m, plane, nb, out, kb0, kb1):
     ``m`` is the output row length (the zeros before each image), ``wk`` is
     (KB, C, 9, KR), the weights packed by blocks of KR output channels:
     wk[kb, c, 3i + j, r] = w[KR·kb + r, c, i, j] (zeros past K).  ``out``
-    is (KR·KB, T), T at least the chunk's positions rounded up to a whole
-    block (:func:`out_columns`, with ``total`` = nb·(plane + m) − m): each register block goes to memory in
-    whole vectors, straight from the registers, and :func:`planes_to_nchw`
-    copies the images out of it afterwards (writing each block into the
-    images directly, around the gaps between them, made the kernel 10-35%
-    slower).
+    is (KR·KB, T), T at least the chunk's positions (nb·(plane + m) − m)
+    rounded up to a whole block (:func:`out_columns`): each register block
+    goes to memory in whole vectors, straight from the registers, and
+    :func:`planes_to_nchw` copies the images out of it afterwards (writing
+    each block into the images directly, around the gaps between them, made
+    the kernel 10-35% slower).
     """
     prefer_512_bit_vectors()
     top, mid, bot = rows

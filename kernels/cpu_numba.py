@@ -934,9 +934,11 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
     # unshifted copy.  dW needs x unshifted (stride 1: sx[1]) or its four
     # parity planes (stride 2: the copies j = 1, 2 of both row phases).
     j0 = 0 if stride == 1 and (need_x or need_w) else 1
+    j1 = 3 if need_x or need_w else 2
+    # (or, for the weight-gradient kernel with the channels in the lanes, x
+    # transposed instead of sx[1])
     w_in_lanes = need_w and _lanes_weight_grad(x, stride)
     x3 = x.reshape(n, c, -1)
-    j1 = 3 if need_x or need_w else 2
 
     def work(t):
         sg = lay_g.buffer(("planes_g", t), k, x.dtype)
@@ -944,7 +946,8 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
         sx = lay_x.buffer(("planes", t), c, x.dtype) if need_w and not w_in_lanes else None
         xt = (_aligned_scratch(("x_t", t), (chunks.largest * lay_x.plane, c), x.dtype)
               if w_in_lanes else None)
-        out = lay_x.output(("planes_out", t), len(w9t) * KR, x.dtype) if need_x and stride == 1 else None
+        out = (lay_x.output(("planes_out", t), len(w9t) * KR, x.dtype)
+               if need_x and stride == 1 else None)
         while (chunk := chunks.next()) is not None:
             i, (n0, n1) = chunk
             nb = n1 - n0
@@ -960,7 +963,7 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
             if need_w:
                 part = chunks.part_buffer((k, c, 9), np.float64)
                 part[...] = 0
-            if need_w and stride == 1 and w_in_lanes:
+            if w_in_lanes:                                  # (stride 1)
                 transpose_images(x3, n0, n1, xt)
                 weight_grad_lanes(xt, sg, lay_x.m, lay_g.m, nb, lay_x.plane, part)
             elif need_w and stride == 1:

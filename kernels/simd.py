@@ -97,6 +97,22 @@ def _vector_ptrs(context, builder, aty, arr, i, vt, n):
             for t in range(n)]
 
 
+def _store_vectors(context, builder, aty, arr, i, vt, values):
+    """Store the vectors ``values`` at a[i + t·L], t < len(values)."""
+    align = aty.dtype.bitwidth // 8
+    for v, p in zip(values, _vector_ptrs(context, builder, aty, arr, i, vt, len(values))):
+        builder.store(v, p, align=align)
+
+
+def _splat(context, builder, vt, scalar):
+    """``scalar`` in every lane of a vector of type ``vt``."""
+    lt = context.get_value_type(vt)
+    undef = ir.Constant(lt, ir.Undefined)
+    zeros = ir.Constant(ir.VectorType(_I32, vt.lanes), [0] * vt.lanes)
+    return builder.shuffle_vector(builder.insert_element(undef, scalar, ir.Constant(_I32, 0)),
+                                  undef, zeros)
+
+
 def _fma_function(builder, vector_type):
     """LLVM's fused multiply-add on whole vectors (llvm.fma.v16f32 and the like)."""
     bits = 32 if isinstance(vector_type.element, ir.FloatType) else 64
@@ -136,9 +152,8 @@ def store_n(typingctx, a, i, vs):
     n, vt = len(vs), vs.dtype
 
     def codegen(context, builder, sig, args):
-        ptrs = _vector_ptrs(context, builder, a, args[0], args[1], vt, n)
-        for t, p in enumerate(ptrs):
-            builder.store(builder.extract_value(args[2], t), p, align=a.dtype.bitwidth // 8)
+        values = [builder.extract_value(args[2], t) for t in range(n)]
+        _store_vectors(context, builder, a, args[0], args[1], vt, values)
         return context.get_dummy_value()
     return types.none(a, types.intp, vs), codegen
 
@@ -153,12 +168,10 @@ def store_rows(typingctx, a, i, step, vs, count):
     per_row, vt = count.literal_value, vs.dtype
 
     def codegen(context, builder, sig, args):
-        align = a.dtype.bitwidth // 8
         for r in range(len(vs) // per_row):
             start = builder.add(args[1], builder.mul(args[2], ir.Constant(_I64, r)))
-            ptrs = _vector_ptrs(context, builder, a, args[0], start, vt, per_row)
-            for t, p in enumerate(ptrs):
-                builder.store(builder.extract_value(args[3], r * per_row + t), p, align=align)
+            values = [builder.extract_value(args[3], r * per_row + t) for t in range(per_row)]
+            _store_vectors(context, builder, a, args[0], start, vt, values)
         return context.get_dummy_value()
     return types.none(a, types.intp, types.intp, vs, count), codegen
 
@@ -172,15 +185,9 @@ def splat_n(typingctx, a, i, count):
     n, vt, tt = group
 
     def codegen(context, builder, sig, args):
-        lt = context.get_value_type(vt)
         p = _element_ptr(context, builder, a, args[0], args[1])
-        undef = ir.Constant(lt, ir.Undefined)
-        zeros = ir.Constant(ir.VectorType(_I32, vt.lanes), [0] * vt.lanes)
-        out = []
-        for t in range(n):
-            s = builder.load(builder.gep(p, [ir.Constant(_I64, t)]))
-            v = builder.insert_element(undef, s, ir.Constant(_I32, 0))
-            out.append(builder.shuffle_vector(v, undef, zeros))
+        out = [_splat(context, builder, vt, builder.load(builder.gep(p, [ir.Constant(_I64, t)])))
+               for t in range(n)]
         return context.make_tuple(builder, tt, out)
     return tt(a, types.intp, count), codegen
 
@@ -195,15 +202,11 @@ def splat_at(typingctx, a, i, offsets):
     tt = types.UniTuple(vt, len(offsets))
 
     def codegen(context, builder, sig, args):
-        lt = context.get_value_type(vt)
-        undef = ir.Constant(lt, ir.Undefined)
-        zeros = ir.Constant(ir.VectorType(_I32, vt.lanes), [0] * vt.lanes)
         out = []
         for t in range(len(offsets)):
             o = context.cast(builder, builder.extract_value(args[2], t), offsets.dtype, types.intp)
             s = builder.load(_element_ptr(context, builder, a, args[0], builder.add(args[1], o)))
-            v = builder.insert_element(undef, s, ir.Constant(_I32, 0))
-            out.append(builder.shuffle_vector(v, undef, zeros))
+            out.append(_splat(context, builder, vt, s))
         return context.make_tuple(builder, tt, out)
     return tt(a, types.intp, offsets), codegen
 
