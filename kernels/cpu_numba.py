@@ -40,10 +40,9 @@ import numpy as np
 from numba import njit
 
 from . import cpu_pool
-from .cpu_conv3x3 import (CV, KR, READ_AHEAD, conv3x3_blocks, conv3x3_input_grad_s2,
-                          conv3x3_weight_grad, conv3x3_weight_grad_s2, out_columns, phase_planes,
-                          plane_sums, planes_to_nchw, shifted_planes, transpose_images,
-                          weight_grad_lanes)
+from .cpu_conv3x3 import (CV, KR, READ_AHEAD, WG_LANES, WG_PLANES, WG_SHIFT_X, conv3x3_chunk,
+                          conv3x3_input_grad_s2, image_sums, out_columns, plane_sums,
+                          shifted_planes, weight_grad_chunk)
 from .simd import VECTOR_BYTES
 
 
@@ -835,15 +834,7 @@ class _Planes:
 
     def buffer(self, name, channels, dtype):
         """A thread's scratch buffer for ``channels`` channels of a chunk."""
-        shape = (3, channels, self.length) if self.stride == 1 else (2, 3, channels, self.length)
-        return _aligned_scratch(name, shape, dtype)
-
-    def fill(self, x, n0, n1, buf, j0=0, j1=3):
-        """Lay out images n0:n1 of x (the copies j0 <= j < j1)."""
-        if self.stride == 1:
-            shifted_planes(x, n0, n1, self.m, buf, j0, j1)
-        else:
-            phase_planes(x, n0, n1, self.m, buf, j0, j1)
+        return _aligned_scratch(name, (self.copies, channels, self.length), dtype)
 
     def output(self, name, channels, dtype):
         """A thread's scratch output of :func:`conv3x3_blocks` for ``channels``
@@ -856,7 +847,7 @@ class _Planes:
         if self.stride == 1:
             f = buf.reshape(-1)
             return (f, f, f), (-self.m, 0, self.m)
-        top, mid = buf[1].reshape(-1), buf[0].reshape(-1)
+        top, mid = buf[3:].reshape(-1), buf[:3].reshape(-1)     # odd rows, even rows
         return (top, mid, top), (-self.m, 0, 0)
 
     def total(self, images):
@@ -867,7 +858,7 @@ class _Planes:
 def _conv3x3_forward(x, weight, bias, stride):
     """y = conv2d(x, weight, bias, stride, padding=1): per chunk of images,
     the shifted (or, for stride 2, parity) planes of the chunk, then the
-    direct kernel into y."""
+    direct kernel into y (:func:`conv3x3_chunk`, one call per chunk)."""
     n, c = x.shape[:2]
     k = weight.shape[0]
     threads = _threads()
@@ -886,9 +877,8 @@ def _conv3x3_forward(x, weight, bias, stride):
         out = lay.output(("planes_out", t), len(wk) * KR, x.dtype)
         while (chunk := chunks.next()) is not None:
             _, (n0, n1) = chunk
-            lay.fill(x, n0, n1, buf)
-            conv3x3_blocks(rows, offsets, wk, lay.m, lay.plane, n1 - n0, out, 0, len(wk))
-            planes_to_nchw(out, lay.m, n1 - n0, b, use_bias, y3, n0)
+            conv3x3_chunk(x, n0, n1, stride, lay.m, buf, 0, 3, rows, offsets, wk, out, b,
+                          use_bias, y3)
     _run(work, threads)
     return y
 
@@ -908,14 +898,25 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
     chunk: the shifted planes of dY, then dx (for stride 1 the same
     convolution of dY with the flipped kernel, for stride 2 the kernel of
     its four parity planes), db and the chunk's part of dW (from the planes
-    of x, recomputed).  The parts of dW and db are added in chunk order at
-    the end."""
+    of x, recomputed: :func:`weight_grad_chunk`).  The parts of dW and db
+    are added in chunk order at the end."""
     n, c = x.shape[:2]
     k = weight.shape[0]
     g = np.ascontiguousarray(grad)
     threads = _threads()
     lay_g = _Planes(g.shape, 1, 1)                      # dY: shifted planes, Ho x Wo
-    per_image = (3 * k + (c if stride == 1 else 4 * c)) * lay_g.s * x.itemsize
+    # How the weight gradient is summed.  A layer with no dx to compute and
+    # fewer input than output channels (a network's first layer) shifts x
+    # instead of dY: three copies of its few channels, and dY as it is,
+    # with no layout at all.
+    if need_w and not need_x and stride == 1 and c < k:
+        how = WG_SHIFT_X
+    elif need_w and _lanes_weight_grad(x, stride):
+        how = WG_LANES
+    else:
+        how = WG_PLANES
+    shift_x = need_w and how == WG_SHIFT_X
+    per_image = (3 * c if shift_x else 3 * k + (c if stride == 1 else 4 * c)) * lay_g.s * x.itemsize
     chunks = _SharedChunks(n, per_image, threads, 2 * DIRECT_CHUNK_BYTES)
     lay_g = _Planes(g.shape, 1, chunks.largest)
     lay_x = _Planes(x.shape, stride, chunks.largest)
@@ -927,54 +928,46 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
     elif need_x:
         w9t = np.zeros((c, k + k % 2, 9), x.dtype)         # an even number of output channels
         w9t[:, :k] = weight.transpose(1, 0, 2, 3).reshape(c, k, 9)
-    dw = np.zeros((k, c, 9), np.float64) if need_w else None
+    w_shape = (c, k, 9) if shift_x else (k, c, 9)
+    dw = np.zeros(w_shape, np.float64) if need_w else None
     db = np.zeros((chunks.count, k), np.float64)
     # the stride-1 dx and dW need all three shifted copies of dY, the
     # stride-2 ones the unshifted and left-shifted ones; db needs only the
-    # unshifted copy.  dW needs x unshifted (stride 1: sx[1]) or its four
-    # parity planes (stride 2: the copies j = 1, 2 of both row phases).
+    # unshifted copy.
     j0 = 0 if stride == 1 and (need_x or need_w) else 1
     j1 = 3 if need_x or need_w else 2
-    # (or, for the weight-gradient kernel with the channels in the lanes, x
-    # transposed instead of sx[1])
-    w_in_lanes = need_w and _lanes_weight_grad(x, stride)
-    x3 = x.reshape(n, c, -1)
+    g3 = g.reshape(n, k, -1)
+    empty = np.zeros((1, 1, 1), x.dtype)                # (for the buffers a chunk has no use for)
 
     def work(t):
-        sg = lay_g.buffer(("planes_g", t), k, x.dtype)
-        rows, offsets = lay_g.rows(sg)
-        sx = lay_x.buffer(("planes", t), c, x.dtype) if need_w and not w_in_lanes else None
+        sg = empty if shift_x else lay_g.buffer(("planes_g", t), k, x.dtype)
+        rows, offsets = (None, None) if shift_x else lay_g.rows(sg)
+        sx = (lay_x.buffer(("planes", t), c, x.dtype) if need_w and how != WG_LANES
+              else empty)
         xt = (_aligned_scratch(("x_t", t), (chunks.largest * lay_x.plane, c), x.dtype)
-              if w_in_lanes else None)
+              if need_w and how == WG_LANES else empty[0])
         out = (lay_x.output(("planes_out", t), len(w9t) * KR, x.dtype)
                if need_x and stride == 1 else None)
         while (chunk := chunks.next()) is not None:
             i, (n0, n1) = chunk
-            nb = n1 - n0
-            total = lay_g.total(nb)
-            lay_g.fill(g, n0, n1, sg, j0, j1)
-            if need_b:
-                plane_sums(sg[1], lay_g.m, total, db[i])
             if need_x and stride == 1:
-                conv3x3_blocks(rows, offsets, w9t, lay_g.m, lay_g.plane, nb, out, 0, len(w9t))
-                planes_to_nchw(out, lay_g.m, nb, no_bias, False, dx3, n0)
-            elif need_x:
-                conv3x3_input_grad_s2(sg, w9t, lay_g.m, nb, dx, n0, 0, c)
+                conv3x3_chunk(g, n0, n1, 1, lay_g.m, sg, j0, j1, rows, offsets, w9t, out,
+                              no_bias, False, dx3)
+            elif not shift_x:
+                shifted_planes(g, n0, n1, lay_g.m, sg, j0, j1)
+            if need_x and stride == 2:
+                conv3x3_input_grad_s2(sg, w9t, lay_g.m, n1 - n0, dx, n0, 0, c)
+            if need_b and shift_x:
+                image_sums(g3, n0, n1, db[i])
+            elif need_b:
+                plane_sums(sg[1], lay_g.m, lay_g.total(n1 - n0), db[i])
             if need_w:
-                part = chunks.part_buffer((k, c, 9), np.float64)
-                part[...] = 0
-            if w_in_lanes:                                  # (stride 1)
-                transpose_images(x3, n0, n1, xt)
-                weight_grad_lanes(xt, sg, lay_x.m, lay_g.m, nb, lay_x.plane, part)
-            elif need_w and stride == 1:
-                lay_x.fill(x, n0, n1, sx, 1, 2)             # x unshifted: sx[1]
-                conv3x3_weight_grad(sx[1], sg, lay_x.m, lay_x.m, total, part)
-            elif need_w:
-                lay_x.fill(x, n0, n1, sx, 1, 3)             # the four parity planes
-                conv3x3_weight_grad_s2(sx, sg, lay_x.m, total, part)
-            if need_w:
+                part = chunks.part_buffer(w_shape, np.float64)
+                weight_grad_chunk(how, x, g3, n0, n1, stride, lay_x.m, sx, xt, sg, part)
                 chunks.add_in_order(i, part, dw)
     chunks.run(work, threads)
+    if shift_x:                         # dw[c, k, 8 - t] is dW[k, c, t]
+        dw = dw.transpose(1, 0, 2)[:, :, ::-1]
     dweight = dw.astype(x.dtype).reshape(weight.shape) if need_w else None
     return dx, dweight, db.sum(axis=0).astype(x.dtype) if need_b else None
 

@@ -173,7 +173,8 @@ def test_direct_3x3_kernels(n, c, k, h, w, stride, dtype, one_image_chunks):
     """The direct 3x3 path (padding 1, stride 1 or 2) on any plane size (odd
     ones too) and channel counts (odd ones, fewer than 4 output channels),
     three threads, in one chunk per thread or one image per chunk, against
-    the naive loops and the reference gradients."""
+    the naive loops and the reference gradients; the backward also without
+    dx, as for a network's first layer."""
     from unittest import mock
     rng = np.random.default_rng(n * 1000 + c * 100 + k * 10 + h + w)
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
@@ -187,11 +188,19 @@ def test_direct_3x3_kernels(n, c, k, h, w, stride, dtype, one_image_chunks):
         assert K.direct_3x3_applies(x, wt, s, (1, 1))
         y = K.conv2d_forward(x, wt, b, s, (1, 1))
         grads = K.conv2d_backward(x, wt, g, s, (1, 1))
+        # a first layer's backward (no dx): with fewer input than output
+        # channels, dW is summed with x shifted instead of dY
+        first = K.conv2d_backward(x, wt, g, s, (1, 1), False, True, True)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
     np.testing.assert_allclose(y, naive_conv(x, wt, b, stride, 1), **tol)
-    for got, want in zip(grads, reference_conv_grads(x, wt, b, g, stride, 1)):
+    want = reference_conv_grads(x, wt, b, g, stride, 1)
+    for got, ref in zip(grads, want):
         assert got.dtype == dtype
-        np.testing.assert_allclose(got, want, **tol)
+        np.testing.assert_allclose(got, ref, **tol)
+    assert first[0] is None
+    for got, ref in zip(first[1:], want[1:]):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, ref, **tol)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
