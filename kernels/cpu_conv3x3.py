@@ -59,6 +59,7 @@ CPUs); elsewhere it changes nothing.
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import carray, njit, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
@@ -110,47 +111,49 @@ def shifted_planes(x, n0, n1, m, sh, j0=0, j1=3):
     """sh[j, c] = images n0:n1 of channel c of ``x`` (N, C, H, W), end to end,
     each after m zeros (and m zeros after the last), shifted by j − 1 columns:
     sh[j, c, m + b·S + oy·W + ox] = x[n0 + b, c, oy, ox + j − 1] (0 outside the
-    image), S = H·W + m.  Only the copies j0 <= j < j1 are written."""
+    image), S = H·W + m.  Only the copies j0 <= j < j1 are written.
+
+    Indices are unsigned and into flat views made once (as in
+    :func:`phase_planes`): Numba tests signed ones for being negative, which
+    keeps a loop out of vector instructions, and each view costs two atomic
+    reference counts, which on small images took longer than the copying."""
     _, c_in, h, w = x.shape
     plane = h * w
     s = plane + m
+    xf, shf = x.reshape(-1), sh.reshape(-1)
+    length = sh.shape[2]
+    up = np.uint64(plane)
     for c in range(c_in):
         for j in range(j0, j1):
-            d = sh[j, c]
-            for t in range(m):
-                d[t] = 0
+            d = np.uint64((j * c_in + c) * length)
+            for t in range(np.uint64(m)):
+                shf[d + t] = 0
         for b in range(n1 - n0):
-            src = x[n0 + b, c].ravel()
+            src = np.uint64(((n0 + b) * c_in + c) * plane)
             base = m + b * s
-            if j0 == 0 and j1 == 3:         # all three from one read of the image
-                d0, d1, d2 = sh[0, c, base + 1:], sh[1, c, base:], sh[2, c, base - 1:]
-                for t in range(plane):
-                    v = src[t]
-                    d0[t] = v
-                    d1[t] = v
-                    d2[t] = v
-                sh[2, c, base - 1] = 0      # (written into the padding before the image)
-            else:
-                for j in range(j0, j1):
-                    dv = sh[j, c, base + 1 - j:]
-                    for t in range(plane):
-                        dv[t] = src[t]
-                if j0 <= 2 < j1:
-                    sh[2, c, base - 1] = 0
+            for j in range(j0, j1):         # (one copy at a time: a loop of
+                d = np.uint64((j * c_in + c) * length + base + 1 - j)   # three
+                for t in range(up):         # stores ran slower)
+                    shf[d + t] = xf[src + t]
             # each shift wraps one pixel per row into the next row: the zero
-            # padding column; then the padding after the image
-            for oy in range(h):
-                if j0 == 0:
-                    sh[0, c, base + oy * w] = 0
-                if j1 == 3:
-                    sh[2, c, base + oy * w + w - 1] = 0
+            # padding column (copy 2 also one into the padding before the
+            # image); then the padding after the image
+            if j0 == 0:
+                d = (0 * c_in + c) * length + base
+                for oy in range(h):
+                    shf[d + oy * w] = 0
+            if j1 == 3:
+                d = (2 * c_in + c) * length + base
+                shf[d - 1] = 0
+                for oy in range(h):
+                    shf[d + oy * w + w - 1] = 0
             # (after the last image: zeros to the end of the buffer, which
             # the register blocks may read past the last position)
-            pad = m if b < n1 - n0 - 1 else sh.shape[2] - base - plane
+            pad = m if b < n1 - n0 - 1 else length - base - plane
             for j in range(j0, j1):
-                dv = sh[j, c, base + plane:]
-                for t in range(pad):
-                    dv[t] = 0
+                d = np.uint64((j * c_in + c) * length + base + plane)
+                for t in range(np.uint64(pad)):
+                    shf[d + t] = 0
 
 
 @njit(nogil=True, cache=True)
@@ -164,6 +167,75 @@ def phase_planes(x, n0, n1, m, ph, j0=0, j1=3):
     (2·oy + i − 1, 2·ox + j − 1), is ph[3 + j] one row up for i = 0,
     ph[j] for i = 1 and ph[3 + j] for i = 2, at the output position.
     Only the copies j0 <= j < j1 are written."""
+    _, c_in, h, w = x.shape
+    if w % 2 == 1:
+        _phase_planes_any(x, n0, n1, m, ph, j0, j1)
+        return
+    # W even: the rows of one parity, one after the other (a buffer in the
+    # L1 cache), hold the even and odd columns alternately, so that each
+    # copy is one long loop over every other element, which runs in vector
+    # instructions (row by row the loops are too short for them).  Indices
+    # are unsigned and into flat views made once: Numba checks signed ones
+    # for being negative, which keeps a loop from running in vectors, and
+    # each view it makes costs two atomic reference counts.
+    ho = (h + 1) // 2
+    plane = ho * m
+    s = plane + m
+    rows_in = max(1, _PHASE_TMP // w)             # image rows per pass through the buffer
+    tmp = carray(_stack_pointer(ph, _PHASE_TMP), (_PHASE_TMP,))
+    xf, phf = x.reshape(-1), ph.reshape(-1)
+    length = ph.shape[2]
+    one, two = np.uint64(1), np.uint64(2)
+    uw = np.uint64(w)
+    for p in range(2):
+        for c in range(c_in):
+            for j in range(j0, j1):
+                d = np.uint64(((3 * p + j) * c_in + c) * length)
+                for t in range(np.uint64(m)):
+                    phf[d + t] = 0
+            for b in range(n1 - n0):
+                img = np.uint64(((n0 + b) * c_in + c) * h * w)
+                base = m + b * s
+                for a0 in range(0, ho, rows_in):
+                    a1 = min(ho, a0 + rows_in)
+                    for a in range(a0, a1):
+                        iy = 2 * a + p
+                        row = np.uint64((a - a0) * w)
+                        if iy < h:
+                            sr = img + np.uint64(iy * w)
+                            for t in range(uw):
+                                tmp[row + t] = xf[sr + t]
+                        else:                       # (H odd: the row below the image)
+                            for t in range(uw):
+                                tmp[row + t] = 0
+                    n = np.uint64((a1 - a0) * m)
+                    o = base + a0 * m
+                    if j0 == 0:                     # odd columns one place right
+                        d = np.uint64((3 * p * c_in + c) * length + o + 1)
+                        for u in range(n - one):
+                            phf[d + u] = tmp[two * u + one]
+                        for a in range(a0, a1):
+                            ph[3 * p, c, base + a * m] = 0
+                    d = np.uint64(((3 * p + 1) * c_in + c) * length + o)
+                    for u in range(n):              # even columns
+                        phf[d + u] = tmp[two * u]
+                    if j1 == 3:                     # odd columns
+                        d = np.uint64(((3 * p + 2) * c_in + c) * length + o)
+                        for u in range(n):
+                            phf[d + u] = tmp[two * u + one]
+                end = s if b < n1 - n0 - 1 else length - base
+                for j in range(j0, j1):             # the padding after the image
+                    d = np.uint64(((3 * p + j) * c_in + c) * length + base)
+                    for t in range(np.uint64(plane), np.uint64(end)):
+                        phf[d + t] = 0
+
+
+_PHASE_TMP = 4096   # floats of the row buffer of phase_planes
+
+
+@njit(nogil=True, cache=True)
+def _phase_planes_any(x, n0, n1, m, ph, j0, j1):
+    """:func:`phase_planes` for any W, one element at a time."""
     _, c_in, h, w = x.shape
     ho = (h + 1) // 2
     plane = ho * m
@@ -237,13 +309,15 @@ def planes_to_nchw(out, m, nb, bias, use_bias, y, n0):
     image by image, leaving out the positions between the images."""
     k_out, plane = y.shape[1], y.shape[2]
     s = plane + m
+    yf, of = y.reshape(-1), out.reshape(-1)     # (flat views, unsigned indices:
+    step = out.shape[1]                         # see shifted_planes)
     for k in range(k_out):
         b0 = bias[k] if use_bias else 0
         for b in range(nb):
-            dv = y[n0 + b, k]
-            sv = out[k, b * s:]
-            for t in range(plane):
-                dv[t] = sv[t] + b0
+            d = np.uint64(((n0 + b) * k_out + k) * plane)
+            src = np.uint64(k * step + b * s)
+            for t in range(np.uint64(plane)):
+                yf[d + t] = of[src + t] + b0
 
 
 # Register blocks: KR output channels x VR vectors of positions, KR·VR

@@ -225,6 +225,37 @@ def test_store_rows_puts_each_row_of_a_block_in_its_row(dtype):
     np.testing.assert_array_equal(dst, want)
 
 
+@pytest.mark.parametrize("h, w", [(7, 2048), (6, 2048), (5, 8), (9, 7), (3, 1)])
+@pytest.mark.parametrize("j0", [0, 1])
+def test_phase_planes_hold_the_rows_and_columns_of_each_parity(h, w, j0):
+    """The layout of a stride-2 convolution against the pixels it is made
+    of, on a buffer that starts out as NaN: even and odd W, odd H, and rows
+    so wide (2,048) that the even-W path goes through its row buffer in
+    more than one pass."""
+    from minigrad.kernels.cpu_conv3x3 import phase_planes
+    rng = np.random.default_rng(h * w + j0)
+    n, c, n0, n1 = 5, 2, 1, 4
+    x = rng.standard_normal((n, c, h, w))
+    lay = K._Planes(x.shape, 2, n1 - n0)
+    ph = np.full((6, c, lay.length), np.nan)
+    phase_planes(x, n0, n1, lay.m, ph, j0, 3)
+    want = np.zeros_like(ph)
+    ho, m = (h + 1) // 2, lay.m
+    for p in range(2):
+        for j in range(3):
+            q, shift = (0, 0) if j == 1 else (1, 1 if j == 0 else 0)
+            for b in range(n1 - n0):
+                for a in range(ho):
+                    iy = 2 * a + p
+                    for t in range(shift, m):
+                        ix = 2 * (t - shift) + q
+                        if iy < h and ix < w:
+                            want[3 * p + j, :, m + b * lay.s + a * m + t] = x[n0 + b, :, iy, ix]
+    for p in range(2):
+        for j in range(j0, 3):
+            np.testing.assert_array_equal(ph[3 * p + j], want[3 * p + j])
+
+
 @settings(max_examples=200, deadline=None)
 @given(h=st.integers(1, 70), w=st.integers(1, 70), stride=st.sampled_from([1, 2]),
        images=st.integers(1, 300))
