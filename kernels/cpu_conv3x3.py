@@ -332,6 +332,28 @@ READ_AHEAD = VR * FLOAT32_LANES     # positions a block may read past the last o
 _NACC = KR * VR                     # accumulator vectors of a block
 
 
+@njit(nogil=True, cache=True)
+def pack_blocks(weight, flip, wk):
+    """wk[kb, c, 3i + j, r] = w[KR·kb + r, c, i, j] (0 past K): the weights
+    (K, C, 3, 3) by blocks of KR output channels, the layout of
+    :func:`conv3x3_blocks`.  ``flip``: the kernel of the input gradient
+    instead, w[c, k, 2 − i, 2 − j] for output channel k = KR·kb + r."""
+    c_in = wk.shape[1]
+    k_out = weight.shape[1] if flip else weight.shape[0]
+    for kb in range(wk.shape[0]):
+        for c in range(c_in):
+            for t in range(9):
+                i, j = t // 3, t % 3
+                for r in range(KR):
+                    k = KR * kb + r
+                    if k >= k_out:
+                        wk[kb, c, t, r] = 0
+                    elif flip:
+                        wk[kb, c, t, r] = weight[c, k, 2 - i, 2 - j]
+                    else:
+                        wk[kb, c, t, r] = weight[k, c, i, j]
+
+
 @njit(inline="always", fastmath=_FMA)
 def _tap(acc, w, wq, src, p):
     """acc + (the KR weights w[wq:wq + KR]) ⊗ (VR vectors of src from p)."""

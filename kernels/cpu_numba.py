@@ -41,7 +41,7 @@ from numba import njit
 
 from . import cpu_pool
 from .cpu_conv3x3 import (CV, KR, READ_AHEAD, WG_LANES, WG_PLANES, WG_SHIFT_X, conv3x3_chunk,
-                          conv3x3_input_grad_s2, image_sums, out_columns, plane_sums,
+                          conv3x3_input_grad_s2, image_sums, out_columns, pack_blocks, plane_sums,
                           shifted_planes, weight_grad_chunk)
 from .simd import VECTOR_BYTES
 
@@ -816,13 +816,13 @@ def _pack_blocks(weight, flip=False):
     missing channels): wk[kb, c, 3i + j, r] = w[KR·kb + r, c, i, j], the
     layout of :func:`conv3x3_blocks`.  ``flip``: the input gradient's
     kernel, w[k, c, 2 − i, 2 − j] with k and c swapped."""
-    if flip:
-        weight = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
     k, c = weight.shape[:2]
-    kb = -(-k // KR)
-    w9 = np.zeros((kb * KR, c, 9), weight.dtype)
-    w9[:k] = weight.reshape(k, c, 9)
-    return np.ascontiguousarray(w9.reshape(kb, KR, c, 9).transpose(0, 2, 3, 1))
+    if flip:
+        k, c = c, k
+    wk = np.empty((-(-k // KR), c, 9, KR), weight.dtype)
+    # (compiled: 25-30 us at 64 x 64 channels, where NumPy's reshapes took 60-100)
+    pack_blocks(np.ascontiguousarray(weight), flip, wk)
+    return wk
 
 
 class _Planes:
