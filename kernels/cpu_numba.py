@@ -925,8 +925,9 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
         how = WG_LANES
     else:
         how = WG_PLANES
-    shift_x = need_w and how == WG_SHIFT_X
-    per_image = (3 * c if shift_x else 3 * k + (c if stride == 1 else 4 * c)) * lay_g.s * x.itemsize
+    shift_x = how == WG_SHIFT_X
+    planes = 3 * c if shift_x else 3 * k + (c if stride == 1 else 4 * c)   # per image
+    per_image = planes * lay_g.s * x.itemsize
     chunks = _SharedChunks(n, per_image, threads, 2 * DIRECT_CHUNK_BYTES)
     lay_g = _Planes(g.shape, 1, chunks.largest)
     lay_x = _Planes(x.shape, stride, chunks.largest)
