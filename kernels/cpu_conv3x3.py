@@ -131,15 +131,15 @@ def shifted_planes(x, n0, n1, m, sh, j0=0, j1=3):
         for b in range(n1 - n0):
             src = np.uint64(((n0 + b) * c_in + c) * plane)
             base = m + b * s
-            for j in range(j0, j1):         # (one copy at a time: a loop of
-                d = np.uint64((j * c_in + c) * length + base + 1 - j)   # three
-                for t in range(up):         # stores ran slower)
+            for j in range(j0, j1):         # one copy at a time, each a straight copy
+                d = np.uint64((j * c_in + c) * length + base + 1 - j)
+                for t in range(up):
                     shf[d + t] = xf[src + t]
             # each shift wraps one pixel per row into the next row: the zero
             # padding column (copy 2 also one into the padding before the
             # image); then the padding after the image
             if j0 == 0:
-                d = (0 * c_in + c) * length + base
+                d = c * length + base           # (copy 0)
                 for oy in range(h):
                     shf[d + oy * w] = 0
             if j1 == 3:
