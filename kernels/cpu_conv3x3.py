@@ -113,10 +113,11 @@ def shifted_planes(x, n0, n1, m, sh, j0=0, j1=3):
     sh[j, c, m + b·S + oy·W + ox] = x[n0 + b, c, oy, ox + j − 1] (0 outside the
     image), S = H·W + m.  Only the copies j0 <= j < j1 are written.
 
-    Indices are unsigned and into flat views made once (as in
-    :func:`phase_planes`): Numba tests signed ones for being negative, which
-    keeps a loop out of vector instructions, and each view costs two atomic
-    reference counts, which on small images took longer than the copying."""
+    Indices are unsigned and into flat views made once (so are those of
+    :func:`phase_planes` and :func:`planes_to_nchw`): Numba tests signed ones
+    for being negative, which keeps a loop out of vector instructions, and
+    each view costs two atomic reference counts, which on small images took
+    longer than the copying."""
     _, c_in, h, w = x.shape
     plane = h * w
     s = plane + m
@@ -175,9 +176,7 @@ def phase_planes(x, n0, n1, m, ph, j0=0, j1=3):
     # L1 cache), hold the even and odd columns alternately, so that each
     # copy is one long loop over every other element, which runs in vector
     # instructions (row by row the loops are too short for them).  Indices
-    # are unsigned and into flat views made once: Numba checks signed ones
-    # for being negative, which keeps a loop from running in vectors, and
-    # each view it makes costs two atomic reference counts.
+    # are unsigned and into flat views made once, as in shifted_planes.
     ho = (h + 1) // 2
     plane = ho * m
     s = plane + m
@@ -216,9 +215,10 @@ def phase_planes(x, n0, n1, m, ph, j0=0, j1=3):
                             phf[d + u] = tmp[two * u + one]
                         for a in range(a0, a1):
                             ph[3 * p, c, base + a * m] = 0
-                    d = np.uint64(((3 * p + 1) * c_in + c) * length + o)
-                    for u in range(n):              # even columns
-                        phf[d + u] = tmp[two * u]
+                    if j0 <= 1 < j1:                # even columns
+                        d = np.uint64(((3 * p + 1) * c_in + c) * length + o)
+                        for u in range(n):
+                            phf[d + u] = tmp[two * u]
                     if j1 == 3:                     # odd columns
                         d = np.uint64(((3 * p + 2) * c_in + c) * length + o)
                         for u in range(n):
@@ -775,9 +775,7 @@ def weight_grad_chunk(how, x, g, n0, n1, stride, m, sx, xt, sg, dw):
       with dY ``g`` (N, K, Ho·Wo) as it is; dw is (C, K, 9), taps reversed.
 
     ``m`` is the output row length Wo (the row length of both layouts)."""
-    flat = dw.reshape(-1)
-    for t in range(flat.size):
-        flat[t] = 0
+    dw.fill(0)
     nb = n1 - n0
     plane = g.shape[2]                  # Ho·Wo
     total = nb * (plane + m) - m

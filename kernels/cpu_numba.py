@@ -694,7 +694,8 @@ class _SharedChunks:
 # The pool (``kernels/cpu_pool.py``) hands a job to its threads in about a
 # microsecond, where waking a sleeping thread takes 50-100 us on a virtual
 # machine: its threads spin for a moment before they sleep.
-_POOL = {"blas": None}
+
+_BLAS_CONTROL = {"ctl": None}       # threadpoolctl's controller, made on first use
 
 
 def _threads():
@@ -754,14 +755,14 @@ def parallel_for(kernel, items, size, *args):
 def _single_threaded_blas():
     """Context in which the BLAS runs each product on the calling thread only
     (threadpoolctl); a no-op where the BLAS cannot be controlled."""
-    ctl = _POOL["blas"]
+    ctl = _BLAS_CONTROL["ctl"]
     if ctl is None:
         try:
             from threadpoolctl import ThreadpoolController
             ctl = ThreadpoolController()
         except Exception:           # threadpoolctl missing: leave the BLAS alone
             ctl = False
-        _POOL["blas"] = ctl
+        _BLAS_CONTROL["ctl"] = ctl
     if not ctl:
         return contextlib.nullcontext()
     return ctl.limit(limits=1, user_api="blas")
