@@ -332,26 +332,28 @@ READ_AHEAD = VR * FLOAT32_LANES     # positions a block may read past the last o
 _NACC = KR * VR                     # accumulator vectors of a block
 
 
+@njit(inline="always")
+def kernel_tap(weight, flip, k, c, t):
+    """Tap t = 3i + j of the kernel from input channel c to output channel k:
+    w[k, c, i, j], or for ``flip`` (the input gradient's kernel) w[c, k,
+    2 − i, 2 − j]; 0 for an output channel past the last (k >= K)."""
+    i, j = t // 3, t % 3
+    if flip:
+        return weight[c, k, 2 - i, 2 - j] if k < weight.shape[1] else 0
+    return weight[k, c, i, j] if k < weight.shape[0] else 0
+
+
 @njit(nogil=True, cache=True)
 def pack_blocks(weight, flip, wk):
     """wk[kb, c, 3i + j, r] = w[KR·kb + r, c, i, j] (0 past K): the weights
     (K, C, 3, 3) by blocks of KR output channels, the layout of
     :func:`conv3x3_blocks`.  ``flip``: the kernel of the input gradient
     instead, w[c, k, 2 − i, 2 − j] for output channel k = KR·kb + r."""
-    c_in = wk.shape[1]
-    k_out = weight.shape[1] if flip else weight.shape[0]
     for kb in range(wk.shape[0]):
-        for c in range(c_in):
+        for c in range(wk.shape[1]):
             for t in range(9):
-                i, j = t // 3, t % 3
                 for r in range(KR):
-                    k = KR * kb + r
-                    if k >= k_out:
-                        wk[kb, c, t, r] = 0
-                    elif flip:
-                        wk[kb, c, t, r] = weight[c, k, 2 - i, 2 - j]
-                    else:
-                        wk[kb, c, t, r] = weight[k, c, i, j]
+                    wk[kb, c, t, r] = kernel_tap(weight, flip, KR * kb + r, c, t)
 
 
 @njit(inline="always", fastmath=_FMA)

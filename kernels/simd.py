@@ -27,6 +27,9 @@ Operations (L lanes per vector, all unaligned memory access):
 * ``load_n(a, i, n)``           the n vectors a[i + t·L : i + (t+1)·L]
 * ``store_n(a, i, vs)``         the reverse
 * ``store_rows(a, i, step, vs, n)``  vs as rows of n vectors, row r at a[i + r·step]
+* ``load_rows(a, i, step, r, n)``    the reverse: r rows of n vectors
+* ``load_at(a, offsets, n)``         n vectors from each a[o], o in the tuple ``offsets``
+* ``store_at(a, offsets, vs, n)``    the reverse
 * ``splat_n(a, i, n)``          a[i], a[i+1], ..., a[i+n−1], each in every lane
 * ``splat_at(a, i, offsets)``   a[i + offsets[0]], a[i + offsets[1]], ..., each in every lane
 * ``zeros_n(a, n)``             n zero vectors of a's dtype
@@ -174,6 +177,66 @@ def store_rows(typingctx, a, i, step, vs, count):
             _store_vectors(context, builder, a, args[0], start, vt, values)
         return context.get_dummy_value()
     return types.none(a, types.intp, types.intp, vs, count), codegen
+
+
+@intrinsic
+def load_rows(typingctx, a, i, step, rows, count):
+    """``rows`` rows of ``count`` vectors, row r from a[i + r·step]: the
+    reverse of :func:`store_rows` (a register block loaded back)."""
+    if not (isinstance(rows, types.IntegerLiteral) and isinstance(count, types.IntegerLiteral)):
+        return None
+    per_row, vt = count.literal_value, Vector(a.dtype)
+    tt = types.UniTuple(vt, rows.literal_value * per_row)
+
+    def codegen(context, builder, sig, args):
+        align = a.dtype.bitwidth // 8
+        out = []
+        for r in range(rows.literal_value):
+            start = builder.add(args[1], builder.mul(args[2], ir.Constant(_I64, r)))
+            out += [builder.load(p, align=align)
+                    for p in _vector_ptrs(context, builder, a, args[0], start, vt, per_row)]
+        return context.make_tuple(builder, tt, out)
+    return tt(a, types.intp, types.intp, rows, count), codegen
+
+
+@intrinsic
+def load_at(typingctx, a, offsets, count):
+    """``count`` consecutive vectors from a[o] for each o of the tuple
+    ``offsets``: a register block whose rows lie anywhere in ``a``."""
+    if not (isinstance(offsets, types.UniTuple) and isinstance(count, types.IntegerLiteral)):
+        return None
+    per_row, vt = count.literal_value, Vector(a.dtype)
+    tt = types.UniTuple(vt, len(offsets) * per_row)
+
+    def codegen(context, builder, sig, args):
+        align = a.dtype.bitwidth // 8
+        out = []
+        for r in range(len(offsets)):
+            start = context.cast(builder, builder.extract_value(args[1], r), offsets.dtype,
+                                 types.intp)
+            out += [builder.load(p, align=align)
+                    for p in _vector_ptrs(context, builder, a, args[0], start, vt, per_row)]
+        return context.make_tuple(builder, tt, out)
+    return tt(a, offsets, count), codegen
+
+
+@intrinsic
+def store_at(typingctx, a, offsets, vs, count):
+    """The reverse of :func:`load_at`: vector r·count + t of ``vs`` at
+    a[offsets[r] + t·L]."""
+    if not (isinstance(offsets, types.UniTuple) and isinstance(count, types.IntegerLiteral)
+            and len(vs) == len(offsets) * count.literal_value):
+        return None
+    per_row, vt = count.literal_value, vs.dtype
+
+    def codegen(context, builder, sig, args):
+        for r in range(len(offsets)):
+            start = context.cast(builder, builder.extract_value(args[1], r), offsets.dtype,
+                                 types.intp)
+            values = [builder.extract_value(args[2], r * per_row + t) for t in range(per_row)]
+            _store_vectors(context, builder, a, args[0], start, vt, values)
+        return context.get_dummy_value()
+    return types.none(a, offsets, vs, count), codegen
 
 
 @intrinsic

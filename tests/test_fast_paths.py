@@ -203,6 +203,75 @@ def test_direct_3x3_kernels(n, c, k, h, w, stride, dtype, one_image_chunks):
         np.testing.assert_allclose(got, ref, **tol)
 
 
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(3, 6), c=st.sampled_from([1, 8, 13, 24]), k=st.sampled_from([5, 16, 32, 64, 70]),
+       h=st.integers(1, 7), w=st.integers(1, 9), dtype=st.sampled_from(DTYPES),
+       one_image_chunks=st.booleans(), tile=st.sampled_from([1, 50, 4096]))
+def test_channels_last_3x3_kernels(n, c, k, h, w, dtype, one_image_chunks, tile):
+    """The channels-last 3x3 path (stride 1, padding 1) on any plane size,
+    with channel counts that fill whole register blocks or leave a part of
+    one (and, where they do not fill the weight gradient's blocks, its dW
+    through im2col), three threads, one or several images per chunk, and
+    weight-gradient tiles of one image, of a few, of the whole batch, against
+    the naive loops and the reference gradients."""
+    from unittest import mock
+    rng = np.random.default_rng(n * 1000 + c * 100 + k * 10 + h + w)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    g = rng.standard_normal((n, k, h, w)).astype(dtype)
+    with mock.patch.object(K, "_threads", lambda: 3), \
+            mock.patch.object(K, "NHWC_MIN_CHANNEL_PAIRS", 1), \
+            mock.patch.object(K, "NHWC_MAX_PLANE", 64), mock.patch.object(K, "TILE", tile), \
+            mock.patch.object(K, "NHWC_CHUNK_BYTES", 1 if one_image_chunks else 1 << 30):
+        assert K.nhwc_3x3_applies(x, wt, (1, 1), (1, 1))
+        y = K.conv2d_forward(x, wt, b, (1, 1), (1, 1))
+        grads = K.conv2d_backward(x, wt, g, (1, 1), (1, 1))
+        first = K.conv2d_backward(x, wt, g, (1, 1), (1, 1), False, True, False)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(y, naive_conv(x, wt, b, 1, 1), **tol)
+    want = reference_conv_grads(x, wt, b, g, 1, 1)
+    for got, ref in zip(grads, want):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, ref, **tol)
+    assert first[0] is None and first[2] is None
+    np.testing.assert_allclose(first[1], want[1], **tol)
+
+
+def test_channels_last_path_takes_the_deep_layers_of_vgg():
+    """VGG's layers of 128 x 256 channels and more on 8x8 images or smaller
+    go through the channels-last kernels, ResNet's (64 channels, 8x8) and the
+    16x16 ones do not."""
+    def applies(c, k, hw):
+        return K.nhwc_3x3_applies(np.empty((8, c, hw, hw), np.float32),
+                                  np.empty((k, c, 3, 3), np.float32), (1, 1), (1, 1))
+    assert applies(128, 256, 8) and applies(256, 256, 8) and applies(512, 512, 2)
+    assert not applies(64, 64, 8) and not applies(128, 128, 16) and not applies(256, 256, 16)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_load_at_and_store_at_move_rows_anywhere(dtype):
+    """simd.load_at / store_at: a block of 3 rows x 2 vectors from rows at
+    any offsets (out of order, one of them unaligned) to others, and nothing
+    else is written."""
+    from numba import njit
+    from minigrad.kernels.simd import lanes, load_at, store_at
+
+    @njit
+    def move(src, dst, a, b):
+        store_at(dst, b, load_at(src, a, 2), 2)
+
+    L = njit(lambda a: lanes(a))(np.zeros(1, dtype))
+    src = np.arange(20 * L, dtype=dtype) + 1
+    dst = np.zeros(20 * L, dtype)
+    a, b = (9 * L, 1, 4 * L), (0, 15 * L + 3, 6 * L)
+    move(src, dst, a, b)
+    want = np.zeros_like(dst)
+    for i, j in zip(a, b):
+        want[j:j + 2 * L] = src[i:i + 2 * L]
+    np.testing.assert_array_equal(dst, want)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_store_rows_puts_each_row_of_a_block_in_its_row(dtype):
     """simd.store_rows: a block of 3 rows x 2 vectors goes to rows 5 apart

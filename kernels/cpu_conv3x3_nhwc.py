@@ -1,0 +1,222 @@
+"""Direct 3×3 convolution with the channels in the vector lanes (stride 1,
+padding 1), for layers with many channels on small images.
+
+The kernels of ``kernels/cpu_conv3x3.py`` put the positions of an image in
+the vector lanes.  On a 4×4 or 2×2 image (VGG's last layers, 256-512
+channels) much of each vector is padding, and every output is summed over
+all nine taps, though on a 2×2 image five of the nine fall on the zero
+border.  Here the vectors hold channels instead, as in oneDNN's blocked
+layouts, and each tap visits only the outputs whose input pixel is inside
+the image:
+
+**Layout.**  A chunk of images goes channels-last, one row of C channels
+per pixel (:func:`to_nhwc`), with a row of zeros after the last pixel.
+:func:`tap_lists` lists, for each tap (i, j), the output positions whose
+pixel (oy + i − 1, ox + j − 1) is inside the image, with the offsets of
+their output row and of that pixel's row (on a 2×2 image, 4 of the 9 taps
+of each output; on 8×8, 84% of them).
+
+**Forward** (:func:`conv3x3_nhwc`): a register block is PB listed positions
+by KV vectors of output channels (6 x 4 = 24 accumulators of 16 float32
+with AVX-512: 64 output channels), loaded from the output rows, then for
+each input channel c of a pass::
+
+    acc[p][k] += x[pixel p of the tap, c] · w[k, c, tap]
+
+one broadcast input value per position times KV vectors of weights
+(packed by :func:`pack_nhwc`, so that the KV vectors are consecutive):
+6 broadcasts and 4 vector loads for 24 fused multiply-adds, then the block
+is stored back.  The output is positions × channels, and
+:func:`nhwc_to_nchw` copies it into the images.
+
+**Input gradient**: the same kernel on dY with the kernel flipped and its
+channel axes swapped (:func:`pack_nhwc` with ``flip``).
+
+**Weight gradient** (:func:`weight_grad_nhwc`): for each tap t,
+``dW_t[k, c] = Σ_q dY[q, k] · x[pixel of tap t at q, c]`` over the listed
+positions.  A register block is CW input channels by KW vectors of output
+channels: per position, CW broadcasts of x and KW vector loads of dY.  The
+images go in tiles whose x and dY stay in the L2 cache, and each thread
+owns some blocks of output channels of dW, adding the tiles into them in
+order: the result depends on the shapes only, never on the threads.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .cpu_conv3x3 import kernel_tap
+from .simd import (FLOAT32_LANES, lanes, load_at, load_n, load_rows, outer_fma,
+                   prefer_512_bit_vectors, splat_at, splat_n, store_at, store_rows)
+
+_FMA = {"contract"}
+
+PB = 6                                  # output positions per register block
+KV = 4 if FLOAT32_LANES == 16 else 2    # vectors of output channels per block
+CB = 64                                # input channels per pass over the weights
+CW = 8                                  # input channels per weight-gradient block
+KW = 2                                  # vectors of output channels per weight-gradient block
+TILE = 256                              # positions per tile of the weight gradient (about)
+
+
+def channel_block(dtype):
+    """Output channels per forward register block (KV vectors)."""
+    return KV * FLOAT32_LANES * 4 // np.dtype(dtype).itemsize
+
+
+@njit(nogil=True, cache=True)
+def to_nhwc(x, n0, n1, xt):
+    """xt[(b·H + y)·W + x, c] = x[n0 + b, c, y, x]: images n0:n1 of x
+    (N, C, H, W) channels-last, one row of channels per pixel.  By 16 pixels
+    at a time, so the rows being written stay in the L1 cache while every
+    channel is read."""
+    _, c_in, h, w = x.shape
+    plane = h * w
+    for b in range(n1 - n0):
+        src = x[n0 + b].reshape(c_in, plane)
+        for q0 in range(0, plane, 16):
+            q1 = min(plane, q0 + 16)
+            for c in range(c_in):
+                for q in range(q0, q1):
+                    xt[b * plane + q, c] = src[c, q]
+
+
+@njit(nogil=True, cache=True)
+def tap_lists(nb, h, w, c_in, step, q0, spare, rows, offs, counts):
+    """For each tap t = 3i + j, the output positions q0 + q of nb images
+    (from position q0 on) whose input pixel (oy + i − 1, ox + j − 1) lies
+    inside the image: rows[t, n] = (q0 + q)·step (the output row of the
+    position), offs[t, n] = the row of that pixel times C (its channels in
+    :func:`to_nhwc`'s layout).  Each list is padded to a multiple of PB with
+    the row ``spare`` (a spare output row, a row of zeros in the input);
+    counts[t] = its padded length."""
+    for t in range(9):
+        di, dj = t // 3 - 1, t % 3 - 1
+        n = 0
+        for b in range(nb):
+            for oy in range(max(0, -di), min(h, h - di)):
+                for ox in range(max(0, -dj), min(w, w - dj)):
+                    q = q0 + (b * h + oy) * w + ox
+                    rows[t, n] = q * step
+                    offs[t, n] = (q + di * w + dj) * c_in
+                    n += 1
+        while n % PB:
+            rows[t, n] = spare * step
+            offs[t, n] = spare * c_in
+            n += 1
+        counts[t] = n
+
+
+@njit(nogil=True, cache=True)
+def pack_nhwc(weight, flip, wl):
+    """wl[kb, t, c, r] = w[KL·kb + r, c, i, j] (t = 3i + j, 0 past K): the
+    weights (K, C, 3, 3) by blocks of KL output channels, KL = wl.shape[3].
+    ``flip``: the input gradient's kernel, w[c, k, 2 − i, 2 − j] with k the
+    output channel KL·kb + r."""
+    kl = wl.shape[3]
+    for kb in range(wl.shape[0]):
+        for t in range(9):
+            for c in range(wl.shape[2]):
+                for r in range(kl):
+                    wl[kb, t, c, r] = kernel_tap(weight, flip, kl * kb + r, c, t)
+
+
+@njit(nogil=True, cache=True, fastmath=_FMA)
+def conv3x3_nhwc(xt, rows, offs, counts, wl, nq, out):
+    """out[q, k] = Σ_{t,c} w[k, c, t] · x[pixel of tap t at q, c] for the nq
+    output positions of the chunk in ``xt`` (:func:`to_nhwc`), every output
+    channel of ``wl`` (:func:`pack_nhwc`), each tap over the positions of
+    its list only (:func:`tap_lists`).  ``out`` has nq + 1 rows (the last is
+    spare) of at least KL·KB columns.
+
+    Per tap and block of output channels, in passes of CB input channels: a
+    block's sums are loaded from ``out``, PB broadcast inputs times KV
+    vectors of weights are added to them for each channel of the pass, and
+    they are stored back.  Each of the PB inputs of a step is one pointer
+    moving along a row of channels."""
+    prefer_512_bit_vectors()
+    c_in, kl = wl.shape[2], wl.shape[3]
+    step = out.shape[1]
+    xf, wf, of = xt.reshape(-1), wl.reshape(-1), out.reshape(-1)
+    of[:(nq + 1) * step] = 0
+    for kb in range(wl.shape[0]):
+        k0 = kb * kl
+        for t in range(9):
+            r, o = rows[t], offs[t]
+            for c0 in range(0, c_in, CB):
+                cn = min(c_in, c0 + CB) - c0
+                wq = ((kb * 9 + t) * c_in + c0) * kl
+                for n in range(0, counts[t], PB):
+                    at = (r[n] + k0, r[n + 1] + k0, r[n + 2] + k0, r[n + 3] + k0,
+                          r[n + 4] + k0, r[n + 5] + k0)
+                    src = (o[n] + c0, o[n + 1] + c0, o[n + 2] + c0, o[n + 3] + c0,
+                           o[n + 4] + c0, o[n + 5] + c0)
+                    acc = load_at(of, at, KV)
+                    for c in range(cn):
+                        acc = outer_fma(acc, splat_at(xf, c, src), load_n(wf, wq + c * kl, KV))
+                    store_at(of, at, acc, KV)
+
+
+@njit(nogil=True, cache=True, fastmath=_FMA)
+def nhwc_to_nchw(out, nb, bias, use_bias, y, n0):
+    """y[n0 + b, k, q] = out[b·P + q, k] (+ bias[k]) for the nb images of a
+    chunk, y (N, K, P)."""
+    k_out, plane = y.shape[1], y.shape[2]
+    for b in range(nb):
+        for q0 in range(0, plane, 16):      # 16 positions at a time: their rows stay in L1
+            q1 = min(plane, q0 + 16)
+            for k in range(k_out):
+                b0 = bias[k] if use_bias else 0
+                d = y[n0 + b, k]
+                for q in range(q0, q1):
+                    d[q] = out[b * plane + q, k] + b0
+
+
+@njit(nogil=True, cache=True)
+def conv3x3_nhwc_chunk(x, n0, n1, xt, rows, offs, counts, wl, out, bias, use_bias, y):
+    """y[n0:n1] = the convolution of images n0:n1 of x (N, C, H, W): the
+    channels-last layout and the tap lists, :func:`conv3x3_nhwc`, and the
+    images out into y (N, K, H·W).  Also the input gradient, from dY and the
+    flipped kernel."""
+    nb = n1 - n0
+    _, c_in, h, w = x.shape
+    to_nhwc(x, n0, n1, xt)
+    nq = nb * h * w
+    xt[nq].fill(0)                      # (where the padding entries of the lists point)
+    tap_lists(nb, h, w, c_in, out.shape[1], 0, nq, rows, offs, counts)
+    conv3x3_nhwc(xt, rows, offs, counts, wl, nb * h * w, out)
+    nhwc_to_nchw(out, nb, bias, use_bias, y, n0)
+
+
+@njit(nogil=True, cache=True, fastmath=_FMA)
+def weight_grad_nhwc(xt, gt, n, h, w, tile, kb0, kb1, rows, offs, counts, dwt):
+    """dwt[t, c, k] += Σ_q x[pixel of tap t at q, c] · dY[q, k] over the
+    output positions q of all n images, for the output channels of the
+    blocks kb0 <= kb < kb1 (KW vectors each).  ``xt`` and ``gt`` are x and
+    dY channels-last (:func:`to_nhwc`), each with a row of zeros after the
+    last pixel; dwt is (9, C, K), float32.
+
+    The images go in tiles of ``tile`` (their x and dY stay in the L2 cache
+    while every block reads them), each tap over its list of positions
+    (:func:`tap_lists`).  A register block is CW input channels by KW
+    vectors of output channels: per position, CW broadcasts of x and KW
+    vectors of dY.  A thread owns its blocks of dW and adds the tiles into
+    them in order, so the sums do not depend on the threads."""
+    prefer_512_bit_vectors()
+    plane = h * w
+    c_in, k_all = xt.shape[1], gt.shape[1]
+    kl = KW * lanes(gt)
+    xf, gf, df = xt.reshape(-1), gt.reshape(-1), dwt.reshape(-1)
+    for b0 in range(0, n, tile):
+        nb = min(n, b0 + tile) - b0
+        tap_lists(nb, h, w, c_in, k_all, b0 * plane, n * plane, rows, offs, counts)
+        for t in range(9):
+            r, o = rows[t], offs[t]
+            for kb in range(kb0, kb1):
+                k0 = kb * kl
+                for c0 in range(0, c_in, CW):
+                    d = (t * c_in + c0) * k_all + k0
+                    acc = load_rows(df, d, k_all, CW, KW)
+                    for e in range(counts[t]):
+                        acc = outer_fma(acc, splat_n(xf, o[e] + c0, CW), load_n(gf, r[e] + k0, KW))
+                    store_rows(df, d, k_all, acc, KW)
