@@ -54,8 +54,9 @@ _FMA = {"contract"}
 PB = 6                                  # output positions per register block
 KV = 4 if FLOAT32_LANES == 16 else 2    # vectors of output channels per block
 CB = 64                                # input channels per pass over the weights
-CW = 8                                  # input channels per weight-gradient block
-KW = 2                                  # vectors of output channels per weight-gradient block
+CW = 6                                  # input channels per weight-gradient block
+CT = 2                                  # (the same, for the channels past the last whole block)
+KW = 4 if FLOAT32_LANES == 16 else 2    # vectors of output channels per weight-gradient block
 TILE = 256                              # positions per tile of the weight gradient (about)
 
 
@@ -214,9 +215,16 @@ def weight_grad_nhwc(xt, gt, n, h, w, tile, kb0, kb1, rows, offs, counts, dwt):
             r, o = rows[t], offs[t]
             for kb in range(kb0, kb1):
                 k0 = kb * kl
-                for c0 in range(0, c_in, CW):
+                whole = c_in - c_in % CW
+                for c0 in range(0, whole, CW):
                     d = (t * c_in + c0) * k_all + k0
                     acc = load_rows(df, d, k_all, CW, KW)
                     for e in range(counts[t]):
                         acc = outer_fma(acc, splat_n(xf, o[e] + c0, CW), load_n(gf, r[e] + k0, KW))
                     store_rows(df, d, k_all, acc, KW)
+                for c0 in range(whole, c_in, CT):
+                    d = (t * c_in + c0) * k_all + k0
+                    tail = load_rows(df, d, k_all, CT, KW)
+                    for e in range(counts[t]):
+                        tail = outer_fma(tail, splat_n(xf, o[e] + c0, CT), load_n(gf, r[e] + k0, KW))
+                    store_rows(df, d, k_all, tail, KW)

@@ -43,7 +43,7 @@ from . import cpu_pool
 from .cpu_conv3x3 import (CV, KR, READ_AHEAD, WG_LANES, WG_PLANES, WG_SHIFT_X, conv3x3_chunk,
                           conv3x3_input_grad_s2, image_sums, out_columns, pack_blocks, plane_sums,
                           shifted_planes, weight_grad_chunk)
-from .cpu_conv3x3_nhwc import (CW, KW, PB, TILE, channel_block, conv3x3_nhwc_chunk, pack_nhwc,
+from .cpu_conv3x3_nhwc import (CT, KW, PB, TILE, channel_block, conv3x3_nhwc_chunk, pack_nhwc,
                                to_nhwc, weight_grad_nhwc)
 from .simd import VECTOR_BYTES
 
@@ -1089,7 +1089,7 @@ def _nhwc_backward(x, weight, grad, need_x, need_w, need_b):
     dx = _nhwc_conv(g, weight, True, None) if need_x else None
     dw = db = None
     k, c = weight.shape[:2]
-    if need_w and k % (KW * VECTOR_BYTES // x.itemsize) == 0 and c % CW == 0:
+    if need_w and k % (KW * VECTOR_BYTES // x.itemsize) == 0 and c % CT == 0:
         dw = _nhwc_weight_grad(x, g)
     elif need_w:
         dw = _im2col_conv2d_backward(x, weight, g, (1, 1), (1, 1), False, True, False)[1]

@@ -811,13 +811,23 @@ for stride in (1, 2):
     dx = K.conv2d_backward(x, w, g, (stride, stride), (1, 1))[0]
     np.save(f"y{stride}.npy", y)
     np.save(f"dx{stride}.npy", dx)
+K.NHWC_MIN_CHANNEL_PAIRS = 1            # the channels-last kernels, on a small layer
+x = rng.standard_normal((3, 6, 5, 4))
+w = rng.standard_normal((16, 6, 3, 3))
+assert K.nhwc_3x3_applies(x, w, (1, 1), (1, 1))
+y = K.conv2d_forward(x, w, None, (1, 1), (1, 1))
+g = rng.standard_normal(y.shape)
+dx, dw, _ = K.conv2d_backward(x, w, g, (1, 1), (1, 1))
+for name, a in (("y", y), ("dx", dx), ("dw", dw)):
+    np.save(f"{name}_nhwc.npy", a)
 """
 
 
 def test_direct_3x3_on_a_cpu_without_avx512(tmp_path):
     """On a CPU without AVX-512 (compiled for Haswell's AVX2 through Numba's
     own NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, in a cache of its own), the
-    register blocks take the narrower shape and give the same numbers."""
+    register blocks take the narrower shape and give the same numbers; so do
+    the channels-last kernels (forward, dx and dW)."""
     import os
     import subprocess
     import sys
@@ -839,3 +849,10 @@ def test_direct_3x3_on_a_cpu_without_avx512(tmp_path):
         want_dx = reference_conv_grads(x, w, b, g, stride, 1)[0]
         np.testing.assert_allclose(np.load(tmp_path / f"dx{stride}.npy"), want_dx,
                                    rtol=1e-11, atol=1e-11)
+    x = rng.standard_normal((3, 6, 5, 4))
+    w = rng.standard_normal((16, 6, 3, 3))
+    want = naive_conv(x, w, np.zeros(16), 1, 1)
+    g = rng.standard_normal(want.shape)
+    want_dx, want_dw, _ = reference_conv_grads(x, w, np.zeros(16), g, 1, 1)
+    for name, a in (("y", want), ("dx", want_dx), ("dw", want_dw)):
+        np.testing.assert_allclose(np.load(tmp_path / f"{name}_nhwc.npy"), a, rtol=1e-11, atol=1e-11)
