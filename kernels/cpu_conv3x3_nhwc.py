@@ -83,27 +83,31 @@ def to_nhwc(x, n0, n1, xt):
 
 
 @njit(nogil=True, cache=True)
-def tap_lists(nb, h, w, c_in, step, q0, spare, rows, offs, counts):
-    """For each tap t = 3i + j, the output positions q0 + q of nb images
-    (from position q0 on) whose input pixel (oy + i − 1, ox + j − 1) lies
-    inside the image: rows[t, n] = (q0 + q)·step (the output row of the
-    position), offs[t, n] = the row of that pixel times C (its channels in
-    :func:`to_nhwc`'s layout).  Each list is padded to a multiple of PB with
-    the row ``spare`` (a spare output row, a row of zeros in the input);
-    counts[t] = its padded length."""
+def tap_lists(b0, nb, h, w, stride, c_in, step, spare_q, spare_p, rows, offs, counts):
+    """For each tap t = 3i + j, the output positions of images b0 .. b0 + nb
+    − 1 (H x W, output Ho x Wo for ``stride``) whose input pixel
+    (stride·oy + i − 1, stride·ox + j − 1) lies inside the image: rows[t, n]
+    = q·step for the position's index q = (b·Ho + oy)·Wo + ox (its output
+    row), offs[t, n] = p·C for the pixel's index p = (b·H + iy)·W + ix (its
+    row of channels in :func:`to_nhwc`'s layout).  Each list is padded to a
+    multiple of PB with the rows ``spare_q`` (a spare output row, or one of
+    zeros) and ``spare_p`` (a row of zeros in the input); counts[t] = its
+    padded length."""
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     for t in range(9):
         di, dj = t // 3 - 1, t % 3 - 1
+        y0, x0 = (1 if di < 0 else 0), (1 if dj < 0 else 0)    # the first inside
+        y1, x1 = min(ho, (h - 1 - di) // stride + 1), min(wo, (w - 1 - dj) // stride + 1)
         n = 0
-        for b in range(nb):
-            for oy in range(max(0, -di), min(h, h - di)):
-                for ox in range(max(0, -dj), min(w, w - dj)):
-                    q = q0 + (b * h + oy) * w + ox
-                    rows[t, n] = q * step
-                    offs[t, n] = (q + di * w + dj) * c_in
+        for b in range(b0, b0 + nb):
+            for oy in range(y0, y1):
+                for ox in range(x0, x1):
+                    rows[t, n] = ((b * ho + oy) * wo + ox) * step
+                    offs[t, n] = ((b * h + stride * oy + di) * w + stride * ox + dj) * c_in
                     n += 1
         while n % PB:
-            rows[t, n] = spare * step
-            offs[t, n] = spare * c_in
+            rows[t, n] = spare_q * step
+            offs[t, n] = spare_p * c_in
             n += 1
         counts[t] = n
 
@@ -174,26 +178,27 @@ def nhwc_to_nchw(out, nb, bias, use_bias, y, n0):
 
 
 @njit(nogil=True, cache=True)
-def conv3x3_nhwc_chunk(x, n0, n1, xt, rows, offs, counts, wl, out, bias, use_bias, y):
-    """y[n0:n1] = the convolution of images n0:n1 of x (N, C, H, W): the
-    channels-last layout and the tap lists, :func:`conv3x3_nhwc`, and the
-    images out into y (N, K, H·W).  Also the input gradient, from dY and the
-    flipped kernel."""
+def conv3x3_nhwc_chunk(x, n0, n1, stride, xt, rows, offs, counts, wl, out, bias, use_bias, y):
+    """y[n0:n1] = the convolution of images n0:n1 of x (N, C, H, W) with
+    ``stride``: the channels-last layout and the tap lists,
+    :func:`conv3x3_nhwc`, and the images out into y (N, K, Ho·Wo).  Also the
+    stride-1 input gradient, from dY and the flipped kernel."""
     nb = n1 - n0
     _, c_in, h, w = x.shape
+    nq, npix = nb * y.shape[2], nb * h * w
     to_nhwc(x, n0, n1, xt)
-    nq = nb * h * w
-    xt[nq].fill(0)                      # (where the padding entries of the lists point)
-    tap_lists(nb, h, w, c_in, out.shape[1], 0, nq, rows, offs, counts)
-    conv3x3_nhwc(xt, rows, offs, counts, wl, nb * h * w, out)
+    xt[npix].fill(0)                    # (where the padding entries of the lists point)
+    tap_lists(0, nb, h, w, stride, c_in, out.shape[1], nq, npix, rows, offs, counts)
+    conv3x3_nhwc(xt, rows, offs, counts, wl, nq, out)
     nhwc_to_nchw(out, nb, bias, use_bias, y, n0)
 
 
 @njit(nogil=True, cache=True, fastmath=_FMA)
-def weight_grad_nhwc(xt, gt, n, h, w, tile, kb0, kb1, rows, offs, counts, dwt):
+def weight_grad_nhwc(xt, gt, n, h, w, stride, tile, kb0, kb1, c0, c1, rows, offs, counts, dwt):
     """dwt[t, c, k] += Σ_q x[pixel of tap t at q, c] · dY[q, k] over the
-    output positions q of all n images, for the output channels of the
-    blocks kb0 <= kb < kb1 (KW vectors each).  ``xt`` and ``gt`` are x and
+    output positions q of all n images (H x W, ``stride``), for the output
+    channels of the blocks kb0 <= kb < kb1 (KW vectors each) and the input
+    channels c0 <= c < c1 (c1 − c0 even).  ``xt`` and ``gt`` are x and
     dY channels-last (:func:`to_nhwc`), each with a row of zeros after the
     last pixel; dwt is (9, C, K), float32.
 
@@ -201,30 +206,30 @@ def weight_grad_nhwc(xt, gt, n, h, w, tile, kb0, kb1, rows, offs, counts, dwt):
     while every block reads them), each tap over its list of positions
     (:func:`tap_lists`).  A register block is CW input channels by KW
     vectors of output channels: per position, CW broadcasts of x and KW
-    vectors of dY.  A thread owns its blocks of dW and adds the tiles into
-    them in order, so the sums do not depend on the threads."""
+    vectors of dY.  A thread owns its part of dW and adds the tiles into it
+    in order, so the sums do not depend on the threads."""
     prefer_512_bit_vectors()
-    plane = h * w
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     c_in, k_all = xt.shape[1], gt.shape[1]
     kl = KW * lanes(gt)
     xf, gf, df = xt.reshape(-1), gt.reshape(-1), dwt.reshape(-1)
     for b0 in range(0, n, tile):
         nb = min(n, b0 + tile) - b0
-        tap_lists(nb, h, w, c_in, k_all, b0 * plane, n * plane, rows, offs, counts)
+        tap_lists(b0, nb, h, w, stride, c_in, k_all, n * ho * wo, n * h * w, rows, offs, counts)
         for t in range(9):
             r, o = rows[t], offs[t]
             for kb in range(kb0, kb1):
                 k0 = kb * kl
-                whole = c_in - c_in % CW
-                for c0 in range(0, whole, CW):
-                    d = (t * c_in + c0) * k_all + k0
+                whole = c1 - (c1 - c0) % CW
+                for c in range(c0, whole, CW):
+                    d = (t * c_in + c) * k_all + k0
                     acc = load_rows(df, d, k_all, CW, KW)
                     for e in range(counts[t]):
-                        acc = outer_fma(acc, splat_n(xf, o[e] + c0, CW), load_n(gf, r[e] + k0, KW))
+                        acc = outer_fma(acc, splat_n(xf, o[e] + c, CW), load_n(gf, r[e] + k0, KW))
                     store_rows(df, d, k_all, acc, KW)
-                for c0 in range(whole, c_in, CT):
-                    d = (t * c_in + c0) * k_all + k0
+                for c in range(whole, c1, CT):
+                    d = (t * c_in + c) * k_all + k0
                     tail = load_rows(df, d, k_all, CT, KW)
                     for e in range(counts[t]):
-                        tail = outer_fma(tail, splat_n(xf, o[e] + c0, CT), load_n(gf, r[e] + k0, KW))
+                        tail = outer_fma(tail, splat_n(xf, o[e] + c, CT), load_n(gf, r[e] + k0, KW))
                     store_rows(df, d, k_all, tail, KW)

@@ -43,7 +43,7 @@ from . import cpu_pool
 from .cpu_conv3x3 import (CV, KR, READ_AHEAD, WG_LANES, WG_PLANES, WG_SHIFT_X, conv3x3_chunk,
                           conv3x3_input_grad_s2, image_sums, out_columns, pack_blocks, plane_sums,
                           shifted_planes, weight_grad_chunk)
-from .cpu_conv3x3_nhwc import (CT, KW, PB, TILE, channel_block, conv3x3_nhwc_chunk, pack_nhwc,
+from .cpu_conv3x3_nhwc import (CT, CW, KW, PB, TILE, channel_block, conv3x3_nhwc_chunk, pack_nhwc,
                                to_nhwc, weight_grad_nhwc)
 from .simd import VECTOR_BYTES
 
@@ -1010,6 +1010,19 @@ def nhwc_3x3_applies(x, weight, stride, padding):
             and x.shape[2] * x.shape[3] <= NHWC_MAX_PLANE)
 
 
+def nhwc_weight_grad_applies(x, weight, grad, stride):
+    """Whether dW goes through :func:`weight_grad_nhwc`: output channels that
+    fill whole register blocks and an even number of input channels; for
+    stride 2 (next to the direct kernels' dx) also at most NHWC_MAX_PLANE
+    output pixels per image.  Measured in-process, 2 threads, 41 pairs: the
+    backward of ResNet's stride-2 32 -> 64 layer (16x16 -> 8x8) in 0.89-0.91
+    of the time with the direct kernels' dW; the stride-1 64 x 64 on 8x8 in
+    1.01-1.05 (so it keeps them)."""
+    fills = (weight.shape[0] % (KW * VECTOR_BYTES // x.itemsize) == 0
+             and weight.shape[1] % CT == 0)
+    return fills and (stride == 1 or grad.shape[2] * grad.shape[3] <= NHWC_MAX_PLANE)
+
+
 def _nhwc_conv(x, weight, flip, bias):
     """The stride-1, padding-1 3x3 convolution of x (N, C, H, W) by ``weight``
     (K, C, 3, 3), or for ``flip`` by its flipped kernel with the channel axes
@@ -1018,50 +1031,52 @@ def _nhwc_conv(x, weight, flip, bias):
     (:func:`conv3x3_nhwc_chunk`)."""
     n, c, h, w = x.shape
     k = weight.shape[1] if flip else weight.shape[0]
+    stride, ho, wo = 1, h, w
     kl = channel_block(x.dtype)
     wl = np.empty((-(-k // kl), 9, c, kl), x.dtype)
     pack_nhwc(np.ascontiguousarray(weight), flip, wl)
-    plane = h * w
+    plane = ho * wo
     threads = _threads()
-    per_image = (c + wl.shape[0] * kl) * plane * x.itemsize
+    per_image = (c * h * w + wl.shape[0] * kl * plane) * x.itemsize
     chunks = _SharedChunks(n, per_image, threads, NHWC_CHUNK_BYTES)
     most = chunks.largest * plane                       # positions of the largest chunk
     lists = -(-most // PB) * PB
-    y = np.empty((n, k, h, w), x.dtype)
+    y = np.empty((n, k, ho, wo), x.dtype)
     y3 = y.reshape(n, k, plane)
     use_bias = bias is not None
     b = bias if use_bias else np.zeros(1, x.dtype)
 
     def work(t):
-        xt = _aligned_scratch(("nhwc_in", t), (most + 1, c), x.dtype)
+        xt = _aligned_scratch(("nhwc_in", t), (chunks.largest * h * w + 1, c), x.dtype)
         rows = scratch(("nhwc_rows", t), (9, lists), np.int64)
         offs = scratch(("nhwc_offs", t), (9, lists), np.int64)
         counts = scratch(("nhwc_counts", t), (9,), np.int64)
         out = _aligned_scratch(("nhwc_out", t), (most + 1, wl.shape[0] * kl), x.dtype)
         while (chunk := chunks.next()) is not None:
             _, (n0, n1) = chunk
-            conv3x3_nhwc_chunk(x, n0, n1, xt, rows, offs, counts, wl, out, b, use_bias, y3)
+            conv3x3_nhwc_chunk(x, n0, n1, stride, xt, rows, offs, counts, wl, out, b, use_bias,
+                               y3)
     _run(work, threads)
     return y
 
 
-def _nhwc_weight_grad(x, grad):
-    """dW of a stride-1, padding-1 3x3 convolution, channels-last: x and dY
-    of the whole batch channels-last (split over the threads by images),
-    then :func:`weight_grad_nhwc` with the blocks of output channels split
-    over the threads (each thread owns its part of dW)."""
+def _nhwc_weight_grad(x, grad, stride=1):
+    """dW of a padding-1 3x3 convolution, channels-last: x and dY of the
+    whole batch channels-last (split over the threads by images), then
+    :func:`weight_grad_nhwc` with dW split over the threads (each owns its
+    part): by blocks of output channels, or where there are fewer blocks
+    than threads, by input channels in whole register blocks."""
     n, c, h, w = x.shape
     k = grad.shape[1]
-    plane = h * w
-    nq = n * plane
+    plane = grad.shape[2] * grad.shape[3]
     threads = _threads()
-    xt = _aligned_scratch("nhwc_x", (nq + 1, c), x.dtype)
-    gt = _aligned_scratch("nhwc_g", (nq + 1, k), x.dtype)
-    xt[nq] = 0
-    gt[nq] = 0
+    xt = _aligned_scratch("nhwc_x", (n * h * w + 1, c), x.dtype)
+    gt = _aligned_scratch("nhwc_g", (n * plane + 1, k), x.dtype)
+    xt[-1] = 0
+    gt[-1] = 0
 
     def layout(lo, hi):
-        to_nhwc(x, lo, hi, xt[lo * plane:])
+        to_nhwc(x, lo, hi, xt[lo * h * w:])
         to_nhwc(grad, lo, hi, gt[lo * plane:])
     _split(layout, n, threads)
     dwt = np.zeros((9, c, k), x.dtype)
@@ -1069,27 +1084,31 @@ def _nhwc_weight_grad(x, grad):
     tile = max(1, TILE // plane)
     lists = -(-tile * plane // PB) * PB
 
-    used = min(threads, blocks)
+    if blocks >= threads:
+        parts = [(blocks * t // threads, blocks * (t + 1) // threads, 0, c)
+                 for t in range(threads)]
+    else:                               # input channels, in whole blocks of CW (the last: CT)
+        cuts = [min(c, CW * (-(-c // CW) * t // threads)) for t in range(threads + 1)]
+        cuts[-1] = c
+        parts = [(0, blocks, lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
 
     def work(t):
         rows = scratch(("nhwc_rows", t), (9, lists), np.int64)
         offs = scratch(("nhwc_offs", t), (9, lists), np.int64)
         counts = scratch(("nhwc_counts", t), (9,), np.int64)
-        weight_grad_nhwc(xt, gt, n, h, w, tile, blocks * t // used, blocks * (t + 1) // used,
-                         rows, offs, counts, dwt)
-    _run(work, used)
+        weight_grad_nhwc(xt, gt, n, h, w, stride, tile, *parts[t], rows, offs, counts, dwt)
+    _run(work, len(parts))
     return np.ascontiguousarray(dwt.transpose(2, 1, 0)).reshape(k, c, 3, 3)
 
 
 def _nhwc_backward(x, weight, grad, need_x, need_w, need_b):
     """(dx, dweight, dbias) channels-last: dx is the convolution of dY with
     the flipped kernel (:func:`_nhwc_conv`), dW :func:`_nhwc_weight_grad`
-    where the channels fill whole register blocks (else im2col's)."""
+    where the channels fill its register blocks (else im2col's)."""
     g = np.ascontiguousarray(grad)
     dx = _nhwc_conv(g, weight, True, None) if need_x else None
     dw = db = None
-    k, c = weight.shape[:2]
-    if need_w and k % (KW * VECTOR_BYTES // x.itemsize) == 0 and c % CT == 0:
+    if need_w and nhwc_weight_grad_applies(x, weight, g, 1):
         dw = _nhwc_weight_grad(x, g)
     elif need_w:
         dw = _im2col_conv2d_backward(x, weight, g, (1, 1), (1, 1), False, True, False)[1]
@@ -1161,6 +1180,9 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
     if nhwc_3x3_applies(x, weight, stride, padding):
         return _nhwc_backward(x, weight, grad, need_x, need_w, need_b)
     if direct_3x3_applies(x, weight, stride, padding):
+        if stride[0] == 2 and need_w and nhwc_weight_grad_applies(x, weight, grad, 2):
+            dx, _, db = _conv3x3_backward(x, weight, grad, 2, need_x, False, need_b)
+            return dx, _nhwc_weight_grad(x, np.ascontiguousarray(grad), 2), db   # dW channels-last
         return _conv3x3_backward(x, weight, grad, stride[0], need_x, need_w, need_b)
     return _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, need_w, need_b)
 

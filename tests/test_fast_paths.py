@@ -238,15 +238,55 @@ def test_channels_last_3x3_kernels(n, c, k, h, w, dtype, one_image_chunks, tile)
     np.testing.assert_allclose(first[1], want[1], **tol)
 
 
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(3, 6), c=st.sampled_from([2, 8, 14, 24]), blocks=st.integers(1, 2),
+       h=st.integers(1, 16), w=st.integers(1, 16), dtype=st.sampled_from(DTYPES),
+       tile=st.sampled_from([1, 50, 4096]))
+def test_channels_last_weight_grad_of_stride_2(n, c, blocks, h, w, dtype, tile):
+    """Stride 2 onto small planes with output channels that fill whole
+    register blocks: dW channels-last next to the direct kernels' forward and
+    dx, split over three threads by blocks of output channels or, with fewer
+    blocks than threads, by input channels; against the naive loops and the
+    reference gradients."""
+    from unittest import mock
+    from minigrad.kernels.cpu_conv3x3_nhwc import channel_block
+    stride = 2
+    k = blocks * channel_block(dtype)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    assume(ho * wo <= 64)
+    rng = np.random.default_rng(n * 1000 + c * 100 + blocks * 10 + h + w)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    g = rng.standard_normal((n, k, ho, wo)).astype(dtype)
+    s = (stride, stride)
+    with mock.patch.object(K, "_threads", lambda: 3), mock.patch.object(K, "TILE", tile):
+        assert K.nhwc_weight_grad_applies(x, wt, g, 2) and K.direct_3x3_applies(x, wt, s, (1, 1))
+        y = K.conv2d_forward(x, wt, b, s, (1, 1))
+        grads = K.conv2d_backward(x, wt, g, s, (1, 1))
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(y, naive_conv(x, wt, b, stride, 1), **tol)
+    for got, ref in zip(grads, reference_conv_grads(x, wt, b, g, stride, 1)):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, ref, **tol)
+
+
 def test_channels_last_path_takes_the_deep_layers_of_vgg():
     """VGG's layers of 128 x 256 channels and more on 8x8 images or smaller
     go through the channels-last kernels, ResNet's (64 channels, 8x8) and the
-    16x16 ones do not."""
+    16x16 ones do not, but the weight gradient of ResNet's stride-2 layer
+    into 64 channels does."""
     def applies(c, k, hw):
         return K.nhwc_3x3_applies(np.empty((8, c, hw, hw), np.float32),
                                   np.empty((k, c, 3, 3), np.float32), (1, 1), (1, 1))
     assert applies(128, 256, 8) and applies(256, 256, 8) and applies(512, 512, 2)
     assert not applies(64, 64, 8) and not applies(128, 128, 16) and not applies(256, 256, 16)
+    # the weight gradient of ResNet's stride-2 layer into 64 channels
+    # (16x16 -> 8x8), not that of a stride-2 layer onto 16x16
+    x16, x32, w64 = (np.empty(s, np.float32) for s in ((8, 32, 16, 16), (8, 32, 32, 32),
+                                                       (64, 32, 3, 3)))
+    assert K.nhwc_weight_grad_applies(x16, w64, np.empty((8, 64, 8, 8), np.float32), 2)
+    assert not K.nhwc_weight_grad_applies(x32, w64, np.empty((8, 64, 16, 16), np.float32), 2)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
