@@ -369,21 +369,20 @@ def maxpool2d_forward(x, kh, kw, sh, sw, ph, pw, y, idx, lo, hi):
 @njit(nogil=True, cache=True)
 def maxpool2d_backward(g, idx, dx, lo, hi):
     """dx = 0 except at each window's maximum, which receives that window's gradient
-    (summed when overlapping windows share a maximum).  Planes lo <= t < hi."""
-    n_img, c_in, h, w = dx.shape
-    ho, wo = g.shape[2], g.shape[3]
-    for t in range(lo, hi):
-        n = t // c_in
-        c = t - n * c_in
-        dp = dx[n, c].ravel()
-        for q in range(h * w):
-            dp[q] = 0
-        gp = g[n, c].ravel()
-        ip = idx[n, c].ravel()
-        for q in range(ho * wo):
-            a = ip[q]
+    (summed when overlapping windows share a maximum).  Planes lo <= t < hi,
+    through flat views made once: a view per plane took 10-25x as long as the
+    work on VGG-16's 2x2 to 8x8 planes."""
+    plane = np.uint64(dx.shape[2] * dx.shape[3])
+    out = np.uint64(g.shape[2] * g.shape[3])
+    df, gf, jf = dx.reshape(-1), g.reshape(-1), idx.reshape(-1)
+    for t in range(np.uint64(lo), np.uint64(hi)):
+        d, e = t * plane, t * out           # (unsigned indices: see shifted_planes)
+        for q in range(plane):              # (a plane at a time: zeroed while in L1)
+            df[d + q] = 0
+        for q in range(out):
+            a = jf[e + q]
             if a >= 0:
-                dp[a] += gp[q]
+                df[d + np.uint64(a)] += gf[e + q]
 
 
 # ---------------------------------------------------------------------------
