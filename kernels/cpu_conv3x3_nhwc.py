@@ -73,13 +73,17 @@ def to_nhwc(x, n0, n1, xt):
     channel is read."""
     _, c_in, h, w = x.shape
     plane = h * w
-    for b in range(n1 - n0):
-        src = x[n0 + b].reshape(c_in, plane)
+    xf, tf = x.reshape(-1), xt.reshape(-1)      # (flat views, unsigned indices:
+    uc, up = np.uint64(c_in), np.uint64(plane)  # see cpu_conv3x3.shifted_planes)
+    row = np.uint64(xt.shape[1])
+    for b in range(np.uint64(n1 - n0)):
+        src = (np.uint64(n0) + b) * uc * up
         for q0 in range(0, plane, 16):
             q1 = min(plane, q0 + 16)
-            for c in range(c_in):
-                for q in range(q0, q1):
-                    xt[b * plane + q, c] = src[c, q]
+            for c in range(uc):
+                s = src + c * up
+                for q in range(np.uint64(q0), np.uint64(q1)):
+                    tf[(b * up + q) * row + c] = xf[s + q]
 
 
 @njit(nogil=True, cache=True)
@@ -167,14 +171,17 @@ def nhwc_to_nchw(out, nb, bias, use_bias, y, n0):
     """y[n0 + b, k, q] = out[b·P + q, k] (+ bias[k]) for the nb images of a
     chunk, y (N, K, P)."""
     k_out, plane = y.shape[1], y.shape[2]
-    for b in range(nb):
+    yf, of = y.reshape(-1), out.reshape(-1)     # (flat views, unsigned indices)
+    uk, up, step = np.uint64(k_out), np.uint64(plane), np.uint64(out.shape[1])
+    for b in range(np.uint64(nb)):
+        img = (np.uint64(n0) + b) * uk * up
         for q0 in range(0, plane, 16):      # 16 positions at a time: their rows stay in L1
             q1 = min(plane, q0 + 16)
-            for k in range(k_out):
+            for k in range(uk):
                 b0 = bias[k] if use_bias else 0
-                d = y[n0 + b, k]
-                for q in range(q0, q1):
-                    d[q] = out[b * plane + q, k] + b0
+                d = img + k * up
+                for q in range(np.uint64(q0), np.uint64(q1)):
+                    yf[d + q] = of[(b * up + q) * step + k] + b0
 
 
 @njit(nogil=True, cache=True)
