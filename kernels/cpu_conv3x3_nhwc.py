@@ -46,8 +46,8 @@ import numpy as np
 from numba import njit
 
 from .cpu_conv3x3 import kernel_tap
-from .simd import (FLOAT32_LANES, lanes, load_at, load_n, load_rows, outer_fma,
-                   prefer_512_bit_vectors, splat_at, splat_n, store_at, store_rows)
+from .simd import (FLOAT32_LANES, lanes, load_at, load_n, load_rows, load_square, outer_fma,
+                   prefer_512_bit_vectors, splat_at, splat_n, store_at, store_rows, transpose_square)
 
 _FMA = {"contract"}
 
@@ -76,6 +76,15 @@ def to_nhwc(x, n0, n1, xt):
     xf, tf = x.reshape(-1), xt.reshape(-1)      # (flat views, unsigned indices:
     uc, up = np.uint64(c_in), np.uint64(plane)  # see cpu_conv3x3.shifted_planes)
     row = np.uint64(xt.shape[1])
+    n = lanes(xt)
+    if plane % n == 0 and c_in % n == 0:        # L x L blocks, transposed in registers
+        for b in range(n1 - n0):
+            for q0 in range(0, plane, n):
+                for c0 in range(0, c_in, n):
+                    blk = load_square(xf, ((n0 + b) * c_in + c0) * plane + q0, plane)
+                    store_rows(tf, (b * plane + q0) * xt.shape[1] + c0, xt.shape[1],
+                               transpose_square(blk), 1)
+        return
     for b in range(np.uint64(n1 - n0)):
         src = (np.uint64(n0) + b) * uc * up
         for q0 in range(0, plane, 16):
@@ -173,6 +182,15 @@ def nhwc_to_nchw(out, nb, bias, use_bias, y, n0):
     k_out, plane = y.shape[1], y.shape[2]
     yf, of = y.reshape(-1), out.reshape(-1)     # (flat views, unsigned indices)
     uk, up, step = np.uint64(k_out), np.uint64(plane), np.uint64(out.shape[1])
+    n = lanes(y)
+    if plane % n == 0 and k_out % n == 0 and not use_bias:     # L x L blocks in registers
+        for b in range(nb):
+            for q0 in range(0, plane, n):
+                for k0 in range(0, k_out, n):
+                    blk = load_square(of, (b * plane + q0) * out.shape[1] + k0, out.shape[1])
+                    store_rows(yf, ((n0 + b) * k_out + k0) * plane + q0, plane,
+                               transpose_square(blk), 1)
+        return
     for b in range(np.uint64(nb)):
         img = (np.uint64(n0) + b) * uk * up
         for q0 in range(0, plane, 16):      # 16 positions at a time: their rows stay in L1

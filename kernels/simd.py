@@ -34,6 +34,9 @@ Operations (L lanes per vector, all unaligned memory access):
 * ``splat_at(a, i, offsets)``   a[i + offsets[0]], a[i + offsets[1]], ..., each in every lane
 * ``zeros_n(a, n)``             n zero vectors of a's dtype
 * ``outer_fma(acc, w, x)``      acc[k·len(x) + v] + w[k]·x[v]  (fused, one rounding)
+* ``transpose_square(vs)``      L vectors of L lanes as a matrix, transposed
+* ``load_square(a, i, step)``   L vectors, vector r from a[i + r·step] (store them
+                                with ``store_rows(a, i, step, vs, 1)``)
 * ``prefer_512_bit_vectors()``  let LLVM's own vectoriser use 512-bit registers
                                 in the calling function, too
 """
@@ -189,14 +192,21 @@ def load_rows(typingctx, a, i, step, rows, count):
     tt = types.UniTuple(vt, rows.literal_value * per_row)
 
     def codegen(context, builder, sig, args):
-        align = a.dtype.bitwidth // 8
-        out = []
-        for r in range(rows.literal_value):
-            start = builder.add(args[1], builder.mul(args[2], ir.Constant(_I64, r)))
-            out += [builder.load(p, align=align)
-                    for p in _vector_ptrs(context, builder, a, args[0], start, vt, per_row)]
-        return context.make_tuple(builder, tt, out)
+        return context.make_tuple(builder, tt, _load_block(context, builder, a, args, vt,
+                                                           rows.literal_value, per_row))
     return tt(a, types.intp, types.intp, rows, count), codegen
+
+
+def _load_block(context, builder, aty, args, vt, rows, per_row):
+    """The vectors of ``rows`` rows of ``per_row`` each, row r from
+    a[i + r·step] (args: a, i, step)."""
+    align = aty.dtype.bitwidth // 8
+    out = []
+    for r in range(rows):
+        start = builder.add(args[1], builder.mul(args[2], ir.Constant(_I64, r)))
+        out += [builder.load(p, align=align)
+                for p in _vector_ptrs(context, builder, aty, args[0], start, vt, per_row)]
+    return out
 
 
 @intrinsic
@@ -307,6 +317,53 @@ def outer_fma(typingctx, acc, w, x):
                for k in range(nk) for v in range(nv)]
         return context.make_tuple(builder, sig.return_type, out)
     return acc(acc, w, x), codegen
+
+
+@intrinsic
+def transpose_square(typingctx, vs):
+    """The L vectors of ``vs`` (L = their lanes) as the rows of an L x L
+    matrix, transposed: vector r of the result holds lane r of each.  In
+    log2(L) rounds of shuffles; in the round of half-size b, rows i and
+    i + b of each pair swap their off-diagonal b x b blocks:
+
+        row i  <- (row i)[l]      where l & b == 0, else (row i + b)[l − b]
+        row i+b <- (row i)[l + b]  where l & b == 0, else (row i + b)[l]
+
+    (after the rounds b = L/2, L/4, ..., 1 every block has been swapped)."""
+    if not isinstance(vs, types.UniTuple) or not isinstance(vs.dtype, Vector):
+        return None
+    n = vs.dtype.lanes
+    if len(vs) != n:
+        return None
+
+    def codegen(context, builder, sig, args):
+        rows = [builder.extract_value(args[0], r) for r in range(n)]
+        b = n // 2
+        while b:
+            lo = [l if not l & b else n + l - b for l in range(n)]
+            hi = [l + b if not l & b else n + l for l in range(n)]
+            for i in range(n):
+                if i & b:
+                    continue
+                a, c = rows[i], rows[i + b]
+                rows[i] = builder.shuffle_vector(a, c, ir.Constant(ir.VectorType(_I32, n), lo))
+                rows[i + b] = builder.shuffle_vector(a, c, ir.Constant(ir.VectorType(_I32, n), hi))
+            b //= 2
+        return context.make_tuple(builder, sig.return_type, rows)
+    return vs(vs), codegen
+
+
+@intrinsic
+def load_square(typingctx, a, i, step):
+    """L vectors of a's dtype (L = its lanes), vector r from a[i + r·step]:
+    an L x L block of a matrix whose rows are ``step`` apart."""
+    vt = Vector(a.dtype)
+    tt = types.UniTuple(vt, vt.lanes)
+
+    def codegen(context, builder, sig, args):
+        return context.make_tuple(builder, tt, _load_block(context, builder, a, args, vt,
+                                                           vt.lanes, 1))
+    return tt(a, types.intp, types.intp), codegen
 
 
 @intrinsic

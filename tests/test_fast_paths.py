@@ -290,6 +290,49 @@ def test_channels_last_path_takes_the_deep_layers_of_vgg():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_transpose_square_transposes_a_block_of_vectors(dtype):
+    """simd.load_square / transpose_square / store_rows: an L x L block read
+    from rows 3L + 1 apart, transposed in registers, written to rows 2L + 5
+    apart, against NumPy's transpose; nothing else is written."""
+    from numba import njit
+    from minigrad.kernels.simd import lanes, load_square, store_rows, transpose_square
+
+    @njit
+    def move(src, dst, i, a, j, b):
+        store_rows(dst, j, b, transpose_square(load_square(src, i, a)), 1)
+
+    L = njit(lambda a: lanes(a))(np.zeros(1, dtype))
+    src = np.arange(3 * L * L + 8 * L, dtype=dtype)
+    dst = np.zeros(2 * L * L + 8 * L, dtype)
+    move(src, dst, 2, 3 * L + 1, 1, 2 * L + 5)
+    block = np.stack([src[2 + r * (3 * L + 1):2 + r * (3 * L + 1) + L] for r in range(L)])
+    want = np.zeros_like(dst)
+    for r in range(L):
+        want[1 + r * (2 * L + 5):1 + r * (2 * L + 5) + L] = block.T[r]
+    np.testing.assert_array_equal(dst, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c, h, w", [(32, 4, 4), (32, 8, 8), (16, 2, 8), (24, 4, 4), (32, 3, 5),
+                                     (48, 2, 2)])
+def test_channels_last_layouts_against_numpy(dtype, c, h, w):
+    """to_nhwc and nhwc_to_nchw (whole blocks transposed in registers where
+    the plane and the channels fill them, element by element elsewhere)
+    against NumPy's transposes, for images 1:3 of 4."""
+    from minigrad.kernels.cpu_conv3x3_nhwc import nhwc_to_nchw, to_nhwc
+    rng = np.random.default_rng(c + h + w)
+    x = rng.standard_normal((4, c, h, w)).astype(dtype)
+    xt = np.full((2 * h * w + 1, c), np.nan, dtype)
+    to_nhwc(x, 1, 3, xt)
+    np.testing.assert_array_equal(xt[:-1], x[1:3].transpose(0, 2, 3, 1).reshape(-1, c))
+    assert np.isnan(xt[-1]).all()
+    y = np.full((4, c, h * w), np.nan, dtype)
+    nhwc_to_nchw(xt, 2, np.zeros(1, dtype), False, y, 1)
+    np.testing.assert_array_equal(y[1:3], x[1:3].reshape(2, c, -1))
+    assert np.isnan(y[0]).all() and np.isnan(y[3]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_load_at_and_store_at_move_rows_anywhere(dtype):
     """simd.load_at / store_at: a block of 3 rows x 2 vectors from rows at
     any offsets (out of order, one of them unaligned) to others, and nothing
@@ -860,6 +903,12 @@ g = rng.standard_normal(y.shape)
 dx, dw, _ = K.conv2d_backward(x, w, g, (1, 1), (1, 1))
 for name, a in (("y", y), ("dx", dx), ("dw", dw)):
     np.save(f"{name}_nhwc.npy", a)
+from minigrad.kernels.cpu_conv3x3_nhwc import to_nhwc    # blocks transposed in registers
+for dtype in (np.float32, np.float64):
+    x = np.arange(2 * 16 * 4 * 4, dtype=dtype).reshape(2, 16, 4, 4)
+    xt = np.zeros((33, 16), dtype)
+    to_nhwc(x, 0, 2, xt)
+    np.save(f"xt_{np.dtype(dtype).name}.npy", xt)
 """
 
 
@@ -867,7 +916,8 @@ def test_direct_3x3_on_a_cpu_without_avx512(tmp_path):
     """On a CPU without AVX-512 (compiled for Haswell's AVX2 through Numba's
     own NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, in a cache of its own), the
     register blocks take the narrower shape and give the same numbers; so do
-    the channels-last kernels (forward, dx and dW)."""
+    the channels-last kernels (forward, dx and dW) and their layout's blocks
+    transposed in registers (8 x 8 and 4 x 4)."""
     import os
     import subprocess
     import sys
@@ -896,3 +946,7 @@ def test_direct_3x3_on_a_cpu_without_avx512(tmp_path):
     want_dx, want_dw, _ = reference_conv_grads(x, w, np.zeros(16), g, 1, 1)
     for name, a in (("y", want), ("dx", want_dx), ("dw", want_dw)):
         np.testing.assert_allclose(np.load(tmp_path / f"{name}_nhwc.npy"), a, rtol=1e-11, atol=1e-11)
+    for dtype in ("float32", "float64"):
+        x = np.arange(2 * 16 * 4 * 4, dtype=dtype).reshape(2, 16, 4, 4)
+        np.testing.assert_array_equal(np.load(tmp_path / f"xt_{dtype}.npy")[:32],
+                                      x.transpose(0, 2, 3, 1).reshape(32, 16))
