@@ -53,11 +53,11 @@ _FMA = {"contract"}
 
 PB = 6                                  # output positions per register block
 KV = 4 if FLOAT32_LANES == 16 else 2    # vectors of output channels per block
-CB = 64                                # input channels per pass over the weights
+CB = 64                                 # input channels per pass over the weights
 CW = 6                                  # input channels per weight-gradient block
 CT = 2                                  # (the same, for the channels past the last whole block)
 KW = 4 if FLOAT32_LANES == 16 else 2    # vectors of output channels per weight-gradient block
-TILE = 256                              # positions per tile of the weight gradient (about)
+TILE = 256                              # positions per tile of the weight gradient (whole images)
 
 
 def channel_block(dtype):
@@ -68,9 +68,10 @@ def channel_block(dtype):
 @njit(nogil=True, cache=True)
 def to_nhwc(x, n0, n1, xt):
     """xt[(b·H + y)·W + x, c] = x[n0 + b, c, y, x]: images n0:n1 of x
-    (N, C, H, W) channels-last, one row of channels per pixel.  By 16 pixels
-    at a time, so the rows being written stay in the L1 cache while every
-    channel is read."""
+    (N, C, H, W) channels-last, one row of channels per pixel.  Where the
+    plane and the channels fill whole L x L blocks (L lanes), a block at a
+    time, transposed in registers; else by 16 pixels at a time, so the rows
+    being written stay in the L1 cache while every channel is read."""
     _, c_in, h, w = x.shape
     plane = h * w
     xf, tf = x.reshape(-1), xt.reshape(-1)      # (flat views, unsigned indices:
@@ -178,7 +179,9 @@ def conv3x3_nhwc(xt, rows, offs, counts, wl, nq, out):
 @njit(nogil=True, cache=True, fastmath=_FMA)
 def nhwc_to_nchw(out, nb, bias, use_bias, y, n0):
     """y[n0 + b, k, q] = out[b·P + q, k] (+ bias[k]) for the nb images of a
-    chunk, y (N, K, P)."""
+    chunk, y (N, K, P): L x L blocks transposed in registers where they fill
+    the plane and the channels (and there is no bias), else element by
+    element."""
     k_out, plane = y.shape[1], y.shape[2]
     yf, of = y.reshape(-1), out.reshape(-1)     # (flat views, unsigned indices)
     uk, up, step = np.uint64(k_out), np.uint64(plane), np.uint64(out.shape[1])
