@@ -110,6 +110,32 @@ def _store_vectors(context, builder, aty, arr, i, vt, values):
         builder.store(v, p, align=align)
 
 
+# A register block of rows: per_row vectors from each of the row starts, which
+# are i + r·step (load_rows, store_rows, load_square) or a tuple of offsets
+# (load_at, store_at).
+def _strided_starts(builder, i, step, rows):
+    return [builder.add(i, builder.mul(step, ir.Constant(_I64, r))) for r in range(rows)]
+
+
+def _tuple_starts(context, builder, offsets, oty):
+    return [context.cast(builder, builder.extract_value(offsets, r), oty.dtype, types.intp)
+            for r in range(len(oty))]
+
+
+def _load_block(context, builder, aty, arr, starts, vt, per_row):
+    """The vectors of the rows from ``starts``, ``per_row`` from each, row by row."""
+    align = aty.dtype.bitwidth // 8
+    return [builder.load(p, align=align) for start in starts
+            for p in _vector_ptrs(context, builder, aty, arr, start, vt, per_row)]
+
+
+def _store_block(context, builder, aty, arr, starts, vt, block, per_row):
+    """The reverse of :func:`_load_block`: the tuple ``block`` into the rows."""
+    for r, start in enumerate(starts):
+        values = [builder.extract_value(block, r * per_row + t) for t in range(per_row)]
+        _store_vectors(context, builder, aty, arr, start, vt, values)
+
+
 def _splat(context, builder, vt, scalar):
     """``scalar`` in every lane of a vector of type ``vt``."""
     lt = context.get_value_type(vt)
@@ -174,10 +200,8 @@ def store_rows(typingctx, a, i, step, vs, count):
     per_row, vt = count.literal_value, vs.dtype
 
     def codegen(context, builder, sig, args):
-        for r in range(len(vs) // per_row):
-            start = builder.add(args[1], builder.mul(args[2], ir.Constant(_I64, r)))
-            values = [builder.extract_value(args[3], r * per_row + t) for t in range(per_row)]
-            _store_vectors(context, builder, a, args[0], start, vt, values)
+        starts = _strided_starts(builder, args[1], args[2], len(vs) // per_row)
+        _store_block(context, builder, a, args[0], starts, vt, args[3], per_row)
         return context.get_dummy_value()
     return types.none(a, types.intp, types.intp, vs, count), codegen
 
@@ -192,21 +216,10 @@ def load_rows(typingctx, a, i, step, rows, count):
     tt = types.UniTuple(vt, rows.literal_value * per_row)
 
     def codegen(context, builder, sig, args):
-        return context.make_tuple(builder, tt, _load_block(context, builder, a, args, vt,
-                                                           rows.literal_value, per_row))
+        starts = _strided_starts(builder, args[1], args[2], rows.literal_value)
+        return context.make_tuple(builder, tt, _load_block(context, builder, a, args[0], starts,
+                                                           vt, per_row))
     return tt(a, types.intp, types.intp, rows, count), codegen
-
-
-def _load_block(context, builder, aty, args, vt, rows, per_row):
-    """The vectors of ``rows`` rows of ``per_row`` each, row r from
-    a[i + r·step] (args: a, i, step)."""
-    align = aty.dtype.bitwidth // 8
-    out = []
-    for r in range(rows):
-        start = builder.add(args[1], builder.mul(args[2], ir.Constant(_I64, r)))
-        out += [builder.load(p, align=align)
-                for p in _vector_ptrs(context, builder, aty, args[0], start, vt, per_row)]
-    return out
 
 
 @intrinsic
@@ -219,14 +232,9 @@ def load_at(typingctx, a, offsets, count):
     tt = types.UniTuple(vt, len(offsets) * per_row)
 
     def codegen(context, builder, sig, args):
-        align = a.dtype.bitwidth // 8
-        out = []
-        for r in range(len(offsets)):
-            start = context.cast(builder, builder.extract_value(args[1], r), offsets.dtype,
-                                 types.intp)
-            out += [builder.load(p, align=align)
-                    for p in _vector_ptrs(context, builder, a, args[0], start, vt, per_row)]
-        return context.make_tuple(builder, tt, out)
+        starts = _tuple_starts(context, builder, args[1], offsets)
+        return context.make_tuple(builder, tt, _load_block(context, builder, a, args[0], starts,
+                                                           vt, per_row))
     return tt(a, offsets, count), codegen
 
 
@@ -240,11 +248,8 @@ def store_at(typingctx, a, offsets, vs, count):
     per_row, vt = count.literal_value, vs.dtype
 
     def codegen(context, builder, sig, args):
-        for r in range(len(offsets)):
-            start = context.cast(builder, builder.extract_value(args[1], r), offsets.dtype,
-                                 types.intp)
-            values = [builder.extract_value(args[2], r * per_row + t) for t in range(per_row)]
-            _store_vectors(context, builder, a, args[0], start, vt, values)
+        starts = _tuple_starts(context, builder, args[1], offsets)
+        _store_block(context, builder, a, args[0], starts, vt, args[2], per_row)
         return context.get_dummy_value()
     return types.none(a, offsets, vs, count), codegen
 
@@ -361,8 +366,9 @@ def load_square(typingctx, a, i, step):
     tt = types.UniTuple(vt, vt.lanes)
 
     def codegen(context, builder, sig, args):
-        return context.make_tuple(builder, tt, _load_block(context, builder, a, args, vt,
-                                                           vt.lanes, 1))
+        starts = _strided_starts(builder, args[1], args[2], vt.lanes)
+        return context.make_tuple(builder, tt, _load_block(context, builder, a, args[0], starts,
+                                                           vt, 1))
     return tt(a, types.intp, types.intp), codegen
 
 
