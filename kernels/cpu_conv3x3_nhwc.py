@@ -47,7 +47,8 @@ from numba import njit
 
 from .cpu_conv3x3 import kernel_tap
 from .simd import (FLOAT32_LANES, lanes, load_at, load_n, load_rows, load_square, outer_fma,
-                   prefer_512_bit_vectors, splat_at, splat_n, store_at, store_rows, transpose_square)
+                   prefer_512_bit_vectors, splat_at, splat_n, store_at, store_rows,
+                   transpose_square)
 
 _FMA = {"contract"}
 
@@ -65,6 +66,11 @@ def channel_block(dtype):
     return KV * FLOAT32_LANES * 4 // np.dtype(dtype).itemsize
 
 
+def weight_grad_block(dtype):
+    """Output channels per weight-gradient register block (KW vectors)."""
+    return KW * FLOAT32_LANES * 4 // np.dtype(dtype).itemsize
+
+
 @njit(nogil=True, cache=True)
 def to_nhwc(x, n0, n1, xt):
     """xt[(b·H + y)·W + x, c] = x[n0 + b, c, y, x]: images n0:n1 of x
@@ -73,19 +79,18 @@ def to_nhwc(x, n0, n1, xt):
     time, transposed in registers; else by 16 pixels at a time, so the rows
     being written stay in the L1 cache while every channel is read."""
     _, c_in, h, w = x.shape
-    plane = h * w
-    xf, tf = x.reshape(-1), xt.reshape(-1)      # (flat views, unsigned indices:
-    uc, up = np.uint64(c_in), np.uint64(plane)  # see cpu_conv3x3.shifted_planes)
-    row = np.uint64(xt.shape[1])
+    plane, row = h * w, xt.shape[1]
+    xf, tf = x.reshape(-1), xt.reshape(-1)
     n = lanes(xt)
     if plane % n == 0 and c_in % n == 0:        # L x L blocks, transposed in registers
         for b in range(n1 - n0):
             for q0 in range(0, plane, n):
                 for c0 in range(0, c_in, n):
                     blk = load_square(xf, ((n0 + b) * c_in + c0) * plane + q0, plane)
-                    store_rows(tf, (b * plane + q0) * xt.shape[1] + c0, xt.shape[1],
-                               transpose_square(blk), 1)
+                    store_rows(tf, (b * plane + q0) * row + c0, row, transpose_square(blk), 1)
         return
+    # (unsigned indices: see cpu_conv3x3.shifted_planes)
+    uc, up, row = np.uint64(c_in), np.uint64(plane), np.uint64(row)
     for b in range(np.uint64(n1 - n0)):
         src = (np.uint64(n0) + b) * uc * up
         for q0 in range(0, plane, 16):
@@ -182,18 +187,19 @@ def nhwc_to_nchw(out, nb, bias, use_bias, y, n0):
     chunk, y (N, K, P): L x L blocks transposed in registers where they fill
     the plane and the channels (and there is no bias), else element by
     element."""
-    k_out, plane = y.shape[1], y.shape[2]
-    yf, of = y.reshape(-1), out.reshape(-1)     # (flat views, unsigned indices)
-    uk, up, step = np.uint64(k_out), np.uint64(plane), np.uint64(out.shape[1])
+    k_out, plane, step = y.shape[1], y.shape[2], out.shape[1]
+    yf, of = y.reshape(-1), out.reshape(-1)
     n = lanes(y)
     if plane % n == 0 and k_out % n == 0 and not use_bias:     # L x L blocks in registers
         for b in range(nb):
             for q0 in range(0, plane, n):
                 for k0 in range(0, k_out, n):
-                    blk = load_square(of, (b * plane + q0) * out.shape[1] + k0, out.shape[1])
+                    blk = load_square(of, (b * plane + q0) * step + k0, step)
                     store_rows(yf, ((n0 + b) * k_out + k0) * plane + q0, plane,
                                transpose_square(blk), 1)
         return
+    # (unsigned indices: see cpu_conv3x3.shifted_planes)
+    uk, up, step = np.uint64(k_out), np.uint64(plane), np.uint64(step)
     for b in range(np.uint64(nb)):
         img = (np.uint64(n0) + b) * uk * up
         for q0 in range(0, plane, 16):      # 16 positions at a time: their rows stay in L1
@@ -206,19 +212,31 @@ def nhwc_to_nchw(out, nb, bias, use_bias, y, n0):
 
 
 @njit(nogil=True, cache=True)
-def conv3x3_nhwc_chunk(x, n0, n1, stride, xt, rows, offs, counts, wl, out, bias, use_bias, y):
-    """y[n0:n1] = the convolution of images n0:n1 of x (N, C, H, W) with
-    ``stride``: the channels-last layout and the tap lists,
-    :func:`conv3x3_nhwc`, and the images out into y (N, K, Ho·Wo).  Also the
-    stride-1 input gradient, from dY and the flipped kernel."""
+def conv3x3_nhwc_chunk(x, n0, n1, xt, rows, offs, counts, wl, out, bias, use_bias, y):
+    """y[n0:n1] = the stride-1 convolution of images n0:n1 of x (N, C, H, W):
+    the channels-last layout and the tap lists, :func:`conv3x3_nhwc`, and
+    the images out into y (N, K, H·W).  Also the input gradient, from dY and
+    the flipped kernel."""
     nb = n1 - n0
     _, c_in, h, w = x.shape
-    nq, npix = nb * y.shape[2], nb * h * w
+    nq = nb * h * w
     to_nhwc(x, n0, n1, xt)
-    xt[npix].fill(0)                    # (where the padding entries of the lists point)
-    tap_lists(0, nb, h, w, stride, c_in, out.shape[1], nq, npix, rows, offs, counts)
+    xt[nq].fill(0)                      # (where the padding entries of the lists point)
+    tap_lists(0, nb, h, w, 1, c_in, out.shape[1], nq, nq, rows, offs, counts)
     conv3x3_nhwc(xt, rows, offs, counts, wl, nq, out)
     nhwc_to_nchw(out, nb, bias, use_bias, y, n0)
+
+
+@njit(inline="always", fastmath=_FMA)
+def _grad_block(df, d, k_all, xf, gf, r, o, count, c, k0, cw):
+    """dW rows c .. c + cw − 1 of tap t (from df[d], rows k_all apart) and
+    the KW vectors of output channels from k0 += Σ over the ``count``
+    entries e of the tap's list: cw broadcasts of x (row o[e], from channel
+    c) times KW vectors of dY (row r[e], from k0).  ``cw`` is a constant."""
+    acc = load_rows(df, d, k_all, cw, KW)
+    for e in range(count):
+        acc = outer_fma(acc, splat_n(xf, o[e] + c, cw), load_n(gf, r[e] + k0, KW))
+    store_rows(df, d, k_all, acc, KW)
 
 
 @njit(nogil=True, cache=True, fastmath=_FMA)
@@ -241,6 +259,7 @@ def weight_grad_nhwc(xt, gt, n, h, w, stride, tile, kb0, kb1, c0, c1, rows, offs
     c_in, k_all = xt.shape[1], gt.shape[1]
     kl = KW * lanes(gt)
     xf, gf, df = xt.reshape(-1), gt.reshape(-1), dwt.reshape(-1)
+    whole = c1 - (c1 - c0) % CW                     # channels in whole blocks, the rest by CT
     for b0 in range(0, n, tile):
         nb = min(n, b0 + tile) - b0
         tap_lists(b0, nb, h, w, stride, c_in, k_all, n * ho * wo, n * h * w, rows, offs, counts)
@@ -248,16 +267,9 @@ def weight_grad_nhwc(xt, gt, n, h, w, stride, tile, kb0, kb1, c0, c1, rows, offs
             r, o = rows[t], offs[t]
             for kb in range(kb0, kb1):
                 k0 = kb * kl
-                whole = c1 - (c1 - c0) % CW
                 for c in range(c0, whole, CW):
-                    d = (t * c_in + c) * k_all + k0
-                    acc = load_rows(df, d, k_all, CW, KW)
-                    for e in range(counts[t]):
-                        acc = outer_fma(acc, splat_n(xf, o[e] + c, CW), load_n(gf, r[e] + k0, KW))
-                    store_rows(df, d, k_all, acc, KW)
+                    _grad_block(df, (t * c_in + c) * k_all + k0, k_all, xf, gf, r, o, counts[t],
+                                c, k0, CW)
                 for c in range(whole, c1, CT):
-                    d = (t * c_in + c) * k_all + k0
-                    tail = load_rows(df, d, k_all, CT, KW)
-                    for e in range(counts[t]):
-                        tail = outer_fma(tail, splat_n(xf, o[e] + c, CT), load_n(gf, r[e] + k0, KW))
-                    store_rows(df, d, k_all, tail, KW)
+                    _grad_block(df, (t * c_in + c) * k_all + k0, k_all, xf, gf, r, o, counts[t],
+                                c, k0, CT)

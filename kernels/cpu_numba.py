@@ -43,8 +43,8 @@ from . import cpu_pool
 from .cpu_conv3x3 import (CV, KR, READ_AHEAD, WG_LANES, WG_PLANES, WG_SHIFT_X, conv3x3_chunk,
                           conv3x3_input_grad_s2, image_sums, out_columns, pack_blocks, plane_sums,
                           shifted_planes, weight_grad_chunk)
-from .cpu_conv3x3_nhwc import (CT, CW, KW, PB, TILE, channel_block, conv3x3_nhwc_chunk, pack_nhwc,
-                               to_nhwc, weight_grad_nhwc)
+from .cpu_conv3x3_nhwc import (CT, CW, PB, TILE, channel_block, conv3x3_nhwc_chunk, pack_nhwc,
+                               to_nhwc, weight_grad_block, weight_grad_nhwc)
 from .simd import VECTOR_BYTES
 
 
@@ -1017,8 +1017,7 @@ def nhwc_weight_grad_applies(x, weight, grad, stride):
     backward of ResNet's stride-2 32 -> 64 layer (16x16 -> 8x8) in 0.89-0.91
     of the time with the direct kernels' dW; the stride-1 64 x 64 on 8x8 in
     1.01-1.05 (so it keeps them)."""
-    fills = (weight.shape[0] % (KW * VECTOR_BYTES // x.itemsize) == 0
-             and weight.shape[1] % CT == 0)
+    fills = weight.shape[0] % weight_grad_block(x.dtype) == 0 and weight.shape[1] % CT == 0
     return fills and (stride == 1 or grad.shape[2] * grad.shape[3] <= NHWC_MAX_PLANE)
 
 
@@ -1030,33 +1029,37 @@ def _nhwc_conv(x, weight, flip, bias):
     (:func:`conv3x3_nhwc_chunk`)."""
     n, c, h, w = x.shape
     k = weight.shape[1] if flip else weight.shape[0]
-    stride, ho, wo = 1, h, w
     kl = channel_block(x.dtype)
     wl = np.empty((-(-k // kl), 9, c, kl), x.dtype)
     pack_nhwc(np.ascontiguousarray(weight), flip, wl)
-    plane = ho * wo
+    plane = h * w
     threads = _threads()
-    per_image = (c * h * w + wl.shape[0] * kl * plane) * x.itemsize
+    per_image = (c + wl.shape[0] * kl) * plane * x.itemsize
     chunks = _SharedChunks(n, per_image, threads, NHWC_CHUNK_BYTES)
     most = chunks.largest * plane                       # positions of the largest chunk
-    lists = -(-most // PB) * PB
-    y = np.empty((n, k, ho, wo), x.dtype)
+    y = np.empty((n, k, h, w), x.dtype)
     y3 = y.reshape(n, k, plane)
     use_bias = bias is not None
     b = bias if use_bias else np.zeros(1, x.dtype)
 
     def work(t):
-        xt = _aligned_scratch(("nhwc_in", t), (chunks.largest * h * w + 1, c), x.dtype)
-        rows = scratch(("nhwc_rows", t), (9, lists), np.int64)
-        offs = scratch(("nhwc_offs", t), (9, lists), np.int64)
-        counts = scratch(("nhwc_counts", t), (9,), np.int64)
+        xt = _aligned_scratch(("nhwc_in", t), (most + 1, c), x.dtype)
         out = _aligned_scratch(("nhwc_out", t), (most + 1, wl.shape[0] * kl), x.dtype)
+        lists = _tap_list_scratch(t, most)
         while (chunk := chunks.next()) is not None:
             _, (n0, n1) = chunk
-            conv3x3_nhwc_chunk(x, n0, n1, stride, xt, rows, offs, counts, wl, out, b, use_bias,
-                               y3)
+            conv3x3_nhwc_chunk(x, n0, n1, xt, *lists, wl, out, b, use_bias, y3)
     _run(work, threads)
     return y
+
+
+def _tap_list_scratch(t, positions):
+    """Thread t's (rows, offs, counts) for :func:`tap_lists` over at most
+    ``positions`` output positions (each list padded to a multiple of PB)."""
+    length = -(-positions // PB) * PB
+    return (scratch(("nhwc_rows", t), (9, length), np.int64),
+            scratch(("nhwc_offs", t), (9, length), np.int64),
+            scratch(("nhwc_counts", t), (9,), np.int64))
 
 
 def _nhwc_weight_grad(x, grad, stride=1):
@@ -1079,9 +1082,8 @@ def _nhwc_weight_grad(x, grad, stride=1):
         to_nhwc(grad, lo, hi, gt[lo * plane:])
     _split(layout, n, threads)
     dwt = np.zeros((9, c, k), x.dtype)
-    blocks = k // (KW * VECTOR_BYTES // x.itemsize)
+    blocks = k // weight_grad_block(x.dtype)
     tile = max(1, TILE // plane)
-    lists = -(-tile * plane // PB) * PB
 
     if blocks >= threads:
         parts = [(blocks * t // threads, blocks * (t + 1) // threads, 0, c)
@@ -1092,10 +1094,8 @@ def _nhwc_weight_grad(x, grad, stride=1):
         parts = [(0, blocks, lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
 
     def work(t):
-        rows = scratch(("nhwc_rows", t), (9, lists), np.int64)
-        offs = scratch(("nhwc_offs", t), (9, lists), np.int64)
-        counts = scratch(("nhwc_counts", t), (9,), np.int64)
-        weight_grad_nhwc(xt, gt, n, h, w, stride, tile, *parts[t], rows, offs, counts, dwt)
+        lists = _tap_list_scratch(t, tile * plane)
+        weight_grad_nhwc(xt, gt, n, h, w, stride, tile, *parts[t], *lists, dwt)
     _run(work, len(parts))
     return np.ascontiguousarray(dwt.transpose(2, 1, 0)).reshape(k, c, 3, 3)
 
