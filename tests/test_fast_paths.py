@@ -165,6 +165,31 @@ def reference_conv_grads(x, w, b, g, s, p):
     return [t.grad.numpy() for t in ts]
 
 
+def fast_3x3_tolerance(dtype):
+    """Tolerances of the fast 3x3 paths against the naive loops and the float64 references."""
+    return dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+
+
+def assert_conv_matches_reference(x, wt, b, g, stride, y, grads):
+    """y and (dx, dw, db) of a fast 3x3 path (padding 1) against the naive
+    loops and the reference gradients, each in x's dtype; returns the
+    reference gradients."""
+    tol = fast_3x3_tolerance(x.dtype)
+    np.testing.assert_allclose(y, naive_conv(x, wt, b, stride, 1), **tol)
+    want = reference_conv_grads(x, wt, b, g, stride, 1)
+    for got, ref in zip(grads, want):
+        assert got.dtype == x.dtype
+        np.testing.assert_allclose(got, ref, **tol)
+    return want
+
+
+def simd_lanes(dtype):
+    """simd.lanes for ``dtype``: the elements of one vector."""
+    from numba import njit
+    from minigrad.kernels.simd import lanes
+    return njit(lambda a: lanes(a))(np.zeros(1, dtype))
+
+
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(3, 7), c=st.integers(1, 6), k=st.integers(1, 7), h=st.integers(1, 9),
        w=st.integers(1, 12), stride=st.sampled_from([1, 2]), dtype=st.sampled_from(DTYPES),
@@ -191,12 +216,8 @@ def test_direct_3x3_kernels(n, c, k, h, w, stride, dtype, one_image_chunks):
         # a first layer's backward (no dx): with fewer input than output
         # channels, dW is summed with x shifted instead of dY
         first = K.conv2d_backward(x, wt, g, s, (1, 1), False, True, True)
-    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
-    np.testing.assert_allclose(y, naive_conv(x, wt, b, stride, 1), **tol)
-    want = reference_conv_grads(x, wt, b, g, stride, 1)
-    for got, ref in zip(grads, want):
-        assert got.dtype == dtype
-        np.testing.assert_allclose(got, ref, **tol)
+    want = assert_conv_matches_reference(x, wt, b, g, stride, y, grads)
+    tol = fast_3x3_tolerance(dtype)
     assert first[0] is None
     for got, ref in zip(first[1:], want[1:]):
         assert got.dtype == dtype
@@ -228,14 +249,9 @@ def test_channels_last_3x3_kernels(n, c, k, h, w, dtype, one_image_chunks, tile)
         y = K.conv2d_forward(x, wt, b, (1, 1), (1, 1))
         grads = K.conv2d_backward(x, wt, g, (1, 1), (1, 1))
         first = K.conv2d_backward(x, wt, g, (1, 1), (1, 1), False, True, False)
-    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
-    np.testing.assert_allclose(y, naive_conv(x, wt, b, 1, 1), **tol)
-    want = reference_conv_grads(x, wt, b, g, 1, 1)
-    for got, ref in zip(grads, want):
-        assert got.dtype == dtype
-        np.testing.assert_allclose(got, ref, **tol)
+    want = assert_conv_matches_reference(x, wt, b, g, 1, y, grads)
     assert first[0] is None and first[2] is None
-    np.testing.assert_allclose(first[1], want[1], **tol)
+    np.testing.assert_allclose(first[1], want[1], **fast_3x3_tolerance(dtype))
 
 
 @settings(max_examples=30, deadline=None)
@@ -264,11 +280,7 @@ def test_channels_last_weight_grad_of_stride_2(n, c, blocks, h, w, dtype, tile):
         assert K.nhwc_weight_grad_applies(x, wt, g, 2) and K.direct_3x3_applies(x, wt, s, (1, 1))
         y = K.conv2d_forward(x, wt, b, s, (1, 1))
         grads = K.conv2d_backward(x, wt, g, s, (1, 1))
-    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
-    np.testing.assert_allclose(y, naive_conv(x, wt, b, stride, 1), **tol)
-    for got, ref in zip(grads, reference_conv_grads(x, wt, b, g, stride, 1)):
-        assert got.dtype == dtype
-        np.testing.assert_allclose(got, ref, **tol)
+    assert_conv_matches_reference(x, wt, b, g, stride, y, grads)
 
 
 def test_channels_last_path_takes_the_deep_layers_of_vgg():
@@ -295,13 +307,13 @@ def test_transpose_square_transposes_a_block_of_vectors(dtype):
     from rows 3L + 1 apart, transposed in registers, written to rows 2L + 5
     apart, against NumPy's transpose; nothing else is written."""
     from numba import njit
-    from minigrad.kernels.simd import lanes, load_square, store_rows, transpose_square
+    from minigrad.kernels.simd import load_square, store_rows, transpose_square
 
     @njit
     def move(src, dst, i, a, j, b):
         store_rows(dst, j, b, transpose_square(load_square(src, i, a)), 1)
 
-    L = njit(lambda a: lanes(a))(np.zeros(1, dtype))
+    L = simd_lanes(dtype)
     src = np.arange(3 * L * L + 8 * L, dtype=dtype)
     dst = np.zeros(2 * L * L + 8 * L, dtype)
     move(src, dst, 2, 3 * L + 1, 1, 2 * L + 5)
@@ -338,13 +350,13 @@ def test_load_at_and_store_at_move_rows_anywhere(dtype):
     any offsets (out of order, one of them unaligned) to others, and nothing
     else is written."""
     from numba import njit
-    from minigrad.kernels.simd import lanes, load_at, store_at
+    from minigrad.kernels.simd import load_at, store_at
 
     @njit
     def move(src, dst, a, b):
         store_at(dst, b, load_at(src, a, 2), 2)
 
-    L = njit(lambda a: lanes(a))(np.zeros(1, dtype))
+    L = simd_lanes(dtype)
     src = np.arange(20 * L, dtype=dtype) + 1
     dst = np.zeros(20 * L, dtype)
     a, b = (9 * L, 1, 4 * L), (0, 15 * L + 3, 6 * L)
@@ -360,7 +372,7 @@ def test_store_rows_puts_each_row_of_a_block_in_its_row(dtype):
     """simd.store_rows: a block of 3 rows x 2 vectors goes to rows 5 apart
     (in vectors) from element 3 on, and nothing else is written."""
     from numba import njit
-    from minigrad.kernels.simd import lanes, load_n, store_rows
+    from minigrad.kernels.simd import load_n, store_rows
 
     @njit
     def copy_block(src, dst, start, step):
@@ -370,7 +382,7 @@ def test_store_rows_puts_each_row_of_a_block_in_its_row(dtype):
     src = np.arange(6 * n, dtype=dtype) + 1
     dst = np.zeros(3 + 2 * 5 * n + 2 * n + 4, dtype)
     copy_block(src, dst, 3, 5 * n)
-    L = njit(lambda a: lanes(a))(src)
+    L = simd_lanes(dtype)
     want = np.zeros_like(dst)
     for r in range(3):
         want[3 + r * 5 * n:3 + r * 5 * n + 2 * L] = src[r * 2 * L:(r + 1) * 2 * L]
