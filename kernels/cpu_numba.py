@@ -992,8 +992,10 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
 # input x output channels and at most NHWC_MAX_PLANE pixels per image (measured
 # on the Intel Xeon, 2 threads, fwd + bwd: VGG-16's 128 x 256 on 8x8 up to
 # 512 x 512 on 2x2 in 0.55-0.87 of the time of the direct kernels or im2col,
-# whichever was faster; ResNet's 64 x 64 on 8x8 and the 16x16 layers no faster).
-NHWC_MIN_CHANNEL_PAIRS = 128 * 256
+# whichever was faster; ResNet's 64 x 64 on 8x8, once the layout changes went
+# through the registers, forward and dx in 0.79-0.80, dW 0.81-0.90, 15 pairs,
+# 1 and 2 threads; the 16x16 layers 1.4-1.8x slower).
+NHWC_MIN_CHANNEL_PAIRS = 64 * 64
 NHWC_MAX_PLANE = 64
 # Scratch data per chunk (the input and the output, channels-last).
 NHWC_CHUNK_BYTES = 1 << 20
@@ -1015,8 +1017,8 @@ def nhwc_weight_grad_applies(x, weight, grad, stride):
     stride 2 (next to the direct kernels' dx) also at most NHWC_MAX_PLANE
     output pixels per image.  Measured in-process, 2 threads, 41 pairs: the
     backward of ResNet's stride-2 32 -> 64 layer (16x16 -> 8x8) in 0.89-0.91
-    of the time with the direct kernels' dW; the stride-1 64 x 64 on 8x8 in
-    1.01-1.05 (so it keeps them)."""
+    of the time with the direct kernels' dW (a stride-1 layer takes it with
+    the rest of its channels-last backward)."""
     fills = weight.shape[0] % weight_grad_block(x.dtype) == 0 and weight.shape[1] % CT == 0
     return fills and (stride == 1 or grad.shape[2] * grad.shape[3] <= NHWC_MAX_PLANE)
 
@@ -1067,7 +1069,9 @@ def _nhwc_weight_grad(x, grad, stride=1):
     whole batch channels-last (split over the threads by images), then
     :func:`weight_grad_nhwc` with dW split over the threads (each owns its
     part): by blocks of output channels, or where there are fewer blocks
-    than threads, by input channels in whole register blocks."""
+    than threads, by input channels, an even number and as many to each
+    (so that each thread has as many register blocks and tails: on 64
+    channels 32 + 32 took 0.82 of the time of 30 + 34)."""
     n, c, h, w = x.shape
     k = grad.shape[1]
     plane = grad.shape[2] * grad.shape[3]
@@ -1088,9 +1092,8 @@ def _nhwc_weight_grad(x, grad, stride=1):
     if blocks >= threads:
         parts = [(blocks * t // threads, blocks * (t + 1) // threads, 0, c)
                  for t in range(threads)]
-    else:                               # input channels, in whole blocks of CW (the last: CT)
-        cuts = [min(c, CW * (-(-c // CW) * t // threads)) for t in range(threads + 1)]
-        cuts[-1] = c
+    else:                               # input channels, as many to each (an even number)
+        cuts = [2 * round(c * t / (2 * threads)) for t in range(threads + 1)]
         parts = [(0, blocks, lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
 
     def work(t):

@@ -285,14 +285,16 @@ def test_channels_last_weight_grad_of_stride_2(n, c, blocks, h, w, dtype, tile):
 
 def test_channels_last_path_takes_the_deep_layers_of_vgg():
     """VGG's layers of 128 x 256 channels and more on 8x8 images or smaller
-    go through the channels-last kernels, ResNet's (64 channels, 8x8) and the
-    16x16 ones do not, but the weight gradient of ResNet's stride-2 layer
-    into 64 channels does."""
+    and ResNet's 64 x 64 on 8x8 go through the channels-last kernels, fewer
+    channels and the 16x16 layers do not, but the weight gradient of
+    ResNet's stride-2 layer into 64 channels does."""
     def applies(c, k, hw):
         return K.nhwc_3x3_applies(np.empty((8, c, hw, hw), np.float32),
                                   np.empty((k, c, 3, 3), np.float32), (1, 1), (1, 1))
     assert applies(128, 256, 8) and applies(256, 256, 8) and applies(512, 512, 2)
-    assert not applies(64, 64, 8) and not applies(128, 128, 16) and not applies(256, 256, 16)
+    assert applies(64, 64, 8) and applies(64, 128, 4)
+    assert not applies(32, 64, 8) and not applies(32, 32, 8)
+    assert not applies(128, 128, 16) and not applies(256, 256, 16)
     # the weight gradient of ResNet's stride-2 layer into 64 channels
     # (16x16 -> 8x8), not that of a stride-2 layer onto 16x16
     x16, x32, w64 = (np.empty(s, np.float32) for s in ((8, 32, 16, 16), (8, 32, 32, 32),
