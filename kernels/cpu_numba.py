@@ -1014,11 +1014,13 @@ def nhwc_3x3_applies(x, weight, stride, padding):
 def nhwc_weight_grad_applies(x, weight, grad, stride):
     """Whether dW goes through :func:`weight_grad_nhwc`: output channels that
     fill whole register blocks and an even number of input channels; for
-    stride 2 (next to the direct kernels' dx) also at most NHWC_MAX_PLANE
-    output pixels per image.  Measured in-process, 2 threads, 41 pairs: the
-    backward of ResNet's stride-2 32 -> 64 layer (16x16 -> 8x8) in 0.89-0.91
-    of the time with the direct kernels' dW (a stride-1 layer takes it with
-    the rest of its channels-last backward)."""
+    stride 2 also at most NHWC_MAX_PLANE output pixels per image, and then dx
+    goes through im2col (col2im of Wᵀ·dY).  Measured in-process, 2 threads:
+    the backward of ResNet's stride-2 32 -> 64 layer (16x16 -> 8x8) in
+    0.89-0.91 of the time with the direct kernels' dW (41 pairs), then 0.84
+    with im2col's dx instead of the direct kernel's (0.74 for dx alone, 20
+    pairs; 64 -> 128 onto 4x4: 0.65 and 0.50).  A stride-1 layer takes it
+    with the rest of its channels-last backward."""
     fills = weight.shape[0] % weight_grad_block(x.dtype) == 0 and weight.shape[1] % CT == 0
     return fills and (stride == 1 or grad.shape[2] * grad.shape[3] <= NHWC_MAX_PLANE)
 
@@ -1182,9 +1184,12 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
     if nhwc_3x3_applies(x, weight, stride, padding):
         return _nhwc_backward(x, weight, grad, need_x, need_w, need_b)
     if direct_3x3_applies(x, weight, stride, padding):
-        if stride[0] == 2 and need_w and nhwc_weight_grad_applies(x, weight, grad, 2):
-            dx, _, db = _conv3x3_backward(x, weight, grad, 2, need_x, False, need_b)
-            return dx, _nhwc_weight_grad(x, np.ascontiguousarray(grad), 2), db   # dW channels-last
+        if stride[0] == 2 and nhwc_weight_grad_applies(x, weight, grad, 2):
+            # onto a small plane: dx (and db) by im2col's col2im, dW channels-last
+            dx, _, db = _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, False,
+                                                need_b)
+            dw = _nhwc_weight_grad(x, np.ascontiguousarray(grad), 2) if need_w else None
+            return dx, dw, db
         return _conv3x3_backward(x, weight, grad, stride[0], need_x, need_w, need_b)
     return _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, need_w, need_b)
 

@@ -260,10 +260,11 @@ def test_channels_last_3x3_kernels(n, c, k, h, w, dtype, one_image_chunks, tile)
        tile=st.sampled_from([1, 50, 4096]))
 def test_channels_last_weight_grad_of_stride_2(n, c, blocks, h, w, dtype, tile):
     """Stride 2 onto small planes with output channels that fill whole
-    register blocks: dW channels-last next to the direct kernels' forward and
-    dx, split over three threads by blocks of output channels or, with fewer
-    blocks than threads, by input channels; against the naive loops and the
-    reference gradients."""
+    register blocks: dW channels-last, split over three threads by blocks of
+    output channels or, with fewer blocks than threads, by input channels,
+    next to the direct kernels' forward and im2col's dx (the direct kernels'
+    backward is never called); against the naive loops and the reference
+    gradients."""
     from unittest import mock
     from minigrad.kernels.cpu_conv3x3_nhwc import channel_block
     stride = 2
@@ -276,7 +277,8 @@ def test_channels_last_weight_grad_of_stride_2(n, c, blocks, h, w, dtype, tile):
     b = rng.standard_normal(k).astype(dtype)
     g = rng.standard_normal((n, k, ho, wo)).astype(dtype)
     s = (stride, stride)
-    with mock.patch.object(K, "_threads", lambda: 3), mock.patch.object(K, "TILE", tile):
+    with mock.patch.object(K, "_threads", lambda: 3), mock.patch.object(K, "TILE", tile), \
+            mock.patch.object(K, "_conv3x3_backward", side_effect=AssertionError("direct dx")):
         assert K.nhwc_weight_grad_applies(x, wt, g, 2) and K.direct_3x3_applies(x, wt, s, (1, 1))
         y = K.conv2d_forward(x, wt, b, s, (1, 1))
         grads = K.conv2d_backward(x, wt, g, s, (1, 1))
