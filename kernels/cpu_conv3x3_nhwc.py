@@ -132,16 +132,18 @@ def tap_lists(b0, nb, h, w, stride, c_in, step, spare_q, spare_p, rows, offs, co
 
 
 @njit(nogil=True, cache=True)
-def pack_nhwc(weight, flip, wl):
-    """wl[kb, t, c, r] = w[KL·kb + r, c, i, j] (t = 3i + j, 0 past K): the
-    weights (K, C, 3, 3) by blocks of KL output channels, KL = wl.shape[3].
+def pack_nhwc(weight, flip, wl, kb0, kb1):
+    """wl[kb, t, c, r] = w[KL·kb + r, c, i, j] (t = 3i + j, 0 past K) for the
+    blocks kb0 <= kb < kb1: the weights (K, C, 3, 3) by blocks of KL output
+    channels, KL = wl.shape[3].
     ``flip``: the input gradient's kernel, w[c, k, 2 − i, 2 − j] with k the
-    output channel KL·kb + r."""
+    output channel KL·kb + r.  (The taps innermost: each step reads the
+    nine taps of one channel pair, which lie together in ``weight``.)"""
     kl = wl.shape[3]
-    for kb in range(wl.shape[0]):
-        for t in range(9):
-            for c in range(wl.shape[2]):
-                for r in range(kl):
+    for kb in range(kb0, kb1):
+        for c in range(wl.shape[2]):
+            for r in range(kl):
+                for t in range(9):
                     wl[kb, t, c, r] = kernel_tap(weight, flip, kl * kb + r, c, t)
 
 
@@ -240,13 +242,15 @@ def _grad_block(df, d, k_all, xf, gf, r, o, count, c, k0, cw):
 
 
 @njit(nogil=True, cache=True, fastmath=_FMA)
-def weight_grad_nhwc(xt, gt, n, h, w, stride, tile, kb0, kb1, c0, c1, rows, offs, counts, dwt):
-    """dwt[t, c, k] += Σ_q x[pixel of tap t at q, c] · dY[q, k] over the
+def weight_grad_nhwc(xt, gt, n, h, w, stride, tile, kb0, kb1, c0, c1, rows, offs, counts, dwt,
+                     dw):
+    """dw[k, c, t] = Σ_q x[pixel of tap t at q, c] · dY[q, k] over the
     output positions q of all n images (H x W, ``stride``), for the output
     channels of the blocks kb0 <= kb < kb1 (KW vectors each) and the input
     channels c0 <= c < c1 (c1 − c0 even).  ``xt`` and ``gt`` are x and
     dY channels-last (:func:`to_nhwc`), each with a row of zeros after the
-    last pixel; dwt is (9, C, K), float32.
+    last pixel; the sums go into dwt (9, C, K), float32, a scratch array
+    whose part this call zeroes first, and then into dw (K, C, 9).
 
     The images go in tiles of ``tile`` (their x and dY stay in the L2 cache
     while every block reads them), each tap over its list of positions
@@ -260,6 +264,8 @@ def weight_grad_nhwc(xt, gt, n, h, w, stride, tile, kb0, kb1, c0, c1, rows, offs
     kl = KW * lanes(gt)
     xf, gf, df = xt.reshape(-1), gt.reshape(-1), dwt.reshape(-1)
     whole = c1 - (c1 - c0) % CW                     # channels in whole blocks, the rest by CT
+    ka, kz = kb0 * kl, min(k_all, kb1 * kl)
+    dwt[:, c0:c1, ka:kz] = 0
     for b0 in range(0, n, tile):
         nb = min(n, b0 + tile) - b0
         tap_lists(b0, nb, h, w, stride, c_in, k_all, n * ho * wo, n * h * w, rows, offs, counts)
@@ -273,3 +279,7 @@ def weight_grad_nhwc(xt, gt, n, h, w, stride, tile, kb0, kb1, c0, c1, rows, offs
                 for c in range(whole, c1, CT):
                     _grad_block(df, (t * c_in + c) * k_all + k0, k_all, xf, gf, r, o, counts[t],
                                 c, k0, CT)
+    for k in range(ka, kz):                         # this part of dW, in the weights' layout
+        for c in range(c0, c1):
+            for t in range(9):
+                dw[k, c, t] = dwt[t, c, k]

@@ -1035,7 +1035,7 @@ def _nhwc_conv(x, weight, flip, bias):
     k = weight.shape[1] if flip else weight.shape[0]
     kl = channel_block(x.dtype)
     wl = np.empty((-(-k // kl), 9, c, kl), x.dtype)
-    pack_nhwc(np.ascontiguousarray(weight), flip, wl)
+    parallel_for(pack_nhwc, len(wl), wl.size, np.ascontiguousarray(weight), flip, wl)
     plane = h * w
     threads = _threads()
     per_image = (c + wl.shape[0] * kl) * plane * x.itemsize
@@ -1066,9 +1066,11 @@ def _tap_list_scratch(t, positions):
             scratch(("nhwc_counts", t), (9,), np.int64))
 
 
-def _nhwc_weight_grad(x, grad, stride=1):
-    """dW of a padding-1 3x3 convolution, channels-last: x and dY of the
-    whole batch channels-last (split over the threads by images), then
+def _nhwc_weight_grad(x, grad, stride=1, need_b=False):
+    """(dW, db) of a padding-1 3x3 convolution, channels-last (db None unless
+    ``need_b``): x and dY of the whole batch channels-last (split over the
+    threads by images, each slice of dY also summed into its part of db,
+    while it is in the cache; the parts are added in order), then
     :func:`weight_grad_nhwc` with dW split over the threads (each owns its
     part): by blocks of output channels, or where there are fewer blocks
     than threads, by input channels, an even number and as many to each
@@ -1083,11 +1085,23 @@ def _nhwc_weight_grad(x, grad, stride=1):
     xt[-1] = 0
     gt[-1] = 0
 
+    db_parts = {}
+
     def layout(lo, hi):
         to_nhwc(x, lo, hi, xt[lo * h * w:])
         to_nhwc(grad, lo, hi, gt[lo * plane:])
+        if need_b:
+            part = db_parts[lo] = np.zeros(k, np.float64)
+            image_sums(grad.reshape(n, k, plane), lo, hi, part)
     _split(layout, n, threads)
-    dwt = np.zeros((9, c, k), x.dtype)
+    db = None
+    if need_b:
+        db = np.zeros(k, np.float64)
+        for lo in sorted(db_parts):     # in image order, whichever thread summed them
+            db += db_parts[lo]
+        db = db.astype(x.dtype)
+    dwt = _aligned_scratch("nhwc_dw", (9, c, k), x.dtype)
+    dw = np.empty((k, c, 9), x.dtype)
     blocks = k // weight_grad_block(x.dtype)
     tile = max(1, TILE // plane)
 
@@ -1100,23 +1114,24 @@ def _nhwc_weight_grad(x, grad, stride=1):
 
     def work(t):
         lists = _tap_list_scratch(t, tile * plane)
-        weight_grad_nhwc(xt, gt, n, h, w, stride, tile, *parts[t], *lists, dwt)
+        weight_grad_nhwc(xt, gt, n, h, w, stride, tile, *parts[t], *lists, dwt, dw)
     _run(work, len(parts))
-    return np.ascontiguousarray(dwt.transpose(2, 1, 0)).reshape(k, c, 3, 3)
+    return dw.reshape(k, c, 3, 3), db
 
 
 def _nhwc_backward(x, weight, grad, need_x, need_w, need_b):
     """(dx, dweight, dbias) channels-last: dx is the convolution of dY with
-    the flipped kernel (:func:`_nhwc_conv`), dW :func:`_nhwc_weight_grad`
-    where the channels fill its register blocks (else im2col's)."""
+    the flipped kernel (:func:`_nhwc_conv`), dW and db
+    :func:`_nhwc_weight_grad` where the channels fill its register blocks
+    (else im2col's dW, and db summed apart)."""
     g = np.ascontiguousarray(grad)
     dx = _nhwc_conv(g, weight, True, None) if need_x else None
     dw = db = None
     if need_w and nhwc_weight_grad_applies(x, weight, g, 1):
-        dw = _nhwc_weight_grad(x, g)
+        dw, db = _nhwc_weight_grad(x, g, 1, need_b)
     elif need_w:
         dw = _im2col_conv2d_backward(x, weight, g, (1, 1), (1, 1), False, True, False)[1]
-    if need_b:
+    if need_b and db is None:
         db = g.sum(axis=(0, 2, 3), dtype=np.float64).astype(x.dtype)
     return dx, dw, db
 
@@ -1188,7 +1203,7 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
             # onto a small plane: dx (and db) by im2col's col2im, dW channels-last
             dx, _, db = _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, False,
                                                 need_b)
-            dw = _nhwc_weight_grad(x, np.ascontiguousarray(grad), 2) if need_w else None
+            dw = _nhwc_weight_grad(x, np.ascontiguousarray(grad), 2)[0] if need_w else None
             return dx, dw, db
         return _conv3x3_backward(x, weight, grad, stride[0], need_x, need_w, need_b)
     return _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, need_w, need_b)
