@@ -1085,21 +1085,16 @@ def _nhwc_weight_grad(x, grad, stride=1, need_b=False):
     xt[-1] = 0
     gt[-1] = 0
 
-    db_parts = {}
+    db = np.zeros((n, k), np.float64) if need_b else None    # row lo: the slice from image lo
 
     def layout(lo, hi):
         to_nhwc(x, lo, hi, xt[lo * h * w:])
         to_nhwc(grad, lo, hi, gt[lo * plane:])
         if need_b:
-            part = db_parts[lo] = np.zeros(k, np.float64)
-            image_sums(grad.reshape(n, k, plane), lo, hi, part)
+            image_sums(grad.reshape(n, k, plane), lo, hi, db[lo])
     _split(layout, n, threads)
-    db = None
-    if need_b:
-        db = np.zeros(k, np.float64)
-        for lo in sorted(db_parts):     # in image order, whichever thread summed them
-            db += db_parts[lo]
-        db = db.astype(x.dtype)
+    if need_b:                          # in image order, whichever thread summed them
+        db = db.sum(axis=0).astype(x.dtype)
     dwt = _aligned_scratch("nhwc_dw", (9, c, k), x.dtype)
     dw = np.empty((k, c, 9), x.dtype)
     blocks = k // weight_grad_block(x.dtype)
