@@ -43,7 +43,7 @@ from . import cpu_pool
 from .cpu_conv3x3 import (CV, KR, READ_AHEAD, WG_LANES, WG_PLANES, WG_SHIFT_X, conv3x3_chunk,
                           conv3x3_input_grad_s2, image_sums, out_columns, pack_blocks, plane_sums,
                           shifted_planes, weight_grad_chunk)
-from .cpu_conv3x3_nhwc import (CT, CW, PB, TILE, channel_block, conv3x3_nhwc_chunk, pack_nhwc,
+from .cpu_conv3x3_nhwc import (CT, PB, TILE, channel_block, conv3x3_nhwc_chunk, pack_nhwc,
                                to_nhwc, weight_grad_block, weight_grad_nhwc)
 from .simd import VECTOR_BYTES
 
