@@ -391,14 +391,37 @@ def maxpool2d_backward(g, idx, dx, lo, hi):
 # Each kernel takes whole channels (lo <= c < hi), one after another: a
 # channel's values (N planes) fit in a core's L2 cache (512 KiB for 128
 # images of 32x32), so its second and third passes read the cache, not memory.
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def _scale_shift(xv, rv, relu, a, b, yv):
+    """yv = xv·a + b, then + rv unless rv is empty, then max(·, 0) if ``relu``;
+    each step rounded as the separate ops round it (a fused multiply-add, then
+    a plain add: no reassociation), so the fused op gives the numbers of batch
+    norm, add and ReLU run one after another."""
+    zero = xv.dtype.type(0)
+    if rv.size == 0 and not relu:
+        for p in range(xv.size):
+            yv[p] = xv[p] * a + b
+    elif rv.size == 0:
+        for p in range(xv.size):
+            v = xv[p] * a + b
+            yv[p] = v if v > 0 else zero
+    else:
+        for p in range(xv.size):
+            v = (xv[p] * a + b) + rv[p]
+            yv[p] = v if v > 0 else zero
+
+
 @njit(nogil=True, cache=True, fastmath=True)
-def bn_forward_channels(x, gamma, beta, eps, training, mean, var, scale, shift, y, lo, hi):
-    """Batch norm of the channels lo <= c < hi of x (N, C, P) into y.
+def bn_forward_channels(x, r, relu, gamma, beta, eps, training, mean, var, scale, shift, y,
+                        lo, hi):
+    """Batch norm of the channels lo <= c < hi of x (N, C, P) into y, with the
+    residual r (N, C, P) added and ReLU applied in the same pass where asked:
+    y = max(BN(x) + r, 0).  An r of shape (N, C, 0) means no residual.
 
     Training: mean[c] and the biased var[c] of the channel (two passes in
     float64) are computed and stored; evaluation: they are given.  Then
     scale = γ/√(var + ε), shift = β − mean·scale (float64, stored in x's
-    dtype) and y = x·scale + shift, a third pass.
+    dtype) and y = x·scale + shift (+ r, max 0), a third pass.
     """
     n_img, c_in, p_len = x.shape
     m = n_img * p_len
@@ -421,23 +444,42 @@ def bn_forward_channels(x, gamma, beta, eps, training, mean, var, scale, shift, 
         inv_std = 1.0 / np.sqrt(var[c] + eps)
         scale[c] = gamma[c] * inv_std
         shift[c] = beta[c] - mean[c] * gamma[c] * inv_std
-        a = scale[c]
-        b = shift[c]
         for n in range(n_img):
-            xv = x[n, c]
-            yv = y[n, c]
-            for p in range(p_len):
-                yv[p] = xv[p] * a + b
+            _scale_shift(x[n, c], r[n, c], relu, scale[c], shift[c], y[n, c])
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def _bn_dx(gv, zv, xv, a, k, mu, b, dv):
+    """dv = a·ĝ + k·(xv − μ) + b with ĝ = gv, or gv·[zv > 0] where zv is not
+    empty (a fused ReLU's mask); one order of operations for every case (no
+    reassociation), so fused and separate ops give the same dx."""
+    if zv.size == 0:
+        for p in range(gv.size):
+            dv[p] = a * gv[p] + k * (xv[p] - mu) + b
+    else:
+        zero = gv.dtype.type(0)          # not the literal 0, which would make v a float64
+        for p in range(gv.size):
+            v = gv[p] if zv[p] > 0 else zero
+            dv[p] = a * v + k * (xv[p] - mu) + b
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def bn_backward_channels(g, x, mean, inv_std, gamma, training, coef, dx, dgamma, dbeta, lo, hi):
+def bn_backward_channels(g, z, x, mean, inv_std, gamma, training, coef, dx, gm, dgamma, dbeta,
+                         lo, hi):
     """Batch-norm backward of the channels lo <= c < hi (see
     ``batch_norm_backward`` for the formulas): S = Σ g and T = Σ g·(x − μ) in
     one pass (float64), dγ = T·inv_std, dβ = S, then dx in a second pass.
-    ``coef`` (4, C) in g's dtype receives the coefficients a, b, k of dx and μ."""
+    ``coef`` (4, C) in g's dtype receives the coefficients a, b, k of dx and μ.
+
+    After a fused ReLU, z (N, C, P) is the op's output and g is first masked,
+    g·[z > 0]; the masked gradient is also written to gm (N, C, P), the
+    residual's gradient, where gm is not (N, C, 0).  A z of shape (N, C, 0)
+    means no ReLU.
+    """
     n_img, c_in, p_len = g.shape
     m = n_img * p_len
+    masked = z.shape[2] != 0
+    keep = gm.shape[2] != 0
     for c in range(lo, hi):
         s = 0.0
         t = 0.0
@@ -445,9 +487,19 @@ def bn_backward_channels(g, x, mean, inv_std, gamma, training, coef, dx, dgamma,
         for n in range(n_img):
             gv = g[n, c]
             xv = x[n, c]
-            for p in range(p_len):
-                s += gv[p]
-                t += gv[p] * (xv[p] - mu)
+            if not masked:
+                for p in range(p_len):
+                    s += gv[p]
+                    t += gv[p] * (xv[p] - mu)
+            else:
+                zv = z[n, c]
+                mv = gm[n, c]
+                for p in range(p_len):
+                    v = gv[p] if zv[p] > 0 else 0
+                    if keep:
+                        mv[p] = v
+                    s += v
+                    t += v * (xv[p] - mu)
         inv = inv_std[c]
         coef[0, c] = gamma[c] * inv                                  # a
         coef[1, c] = -gamma[c] * inv * s / m if training else 0.0    # b
@@ -455,11 +507,10 @@ def bn_backward_channels(g, x, mean, inv_std, gamma, training, coef, dx, dgamma,
         coef[3, c] = mu
         a, b, k, mu_t = coef[0, c], coef[1, c], coef[2, c], coef[3, c]
         for n in range(n_img):
-            gv = g[n, c]
-            xv = x[n, c]
-            dv = dx[n, c]
-            for p in range(p_len):
-                dv[p] = a * gv[p] + k * (xv[p] - mu_t) + b
+            if keep:
+                _bn_dx(gm[n, c], gm[n, :0], x[n, c], a, k, mu_t, b, dx[n, c])
+            else:
+                _bn_dx(g[n, c], z[n, c], x[n, c], a, k, mu_t, b, dx[n, c])
         dgamma[c] = t * inv
         dbeta[c] = s
 
@@ -1336,12 +1387,14 @@ def _ncp(a):
     return a.reshape(a.shape[0], a.shape[1], -1)
 
 
-def batch_norm_forward(x, mean, var, weight, bias, eps, training):
-    """Batch-norm forward.  Training: statistics of the batch (float64) are
-    computed and returned; evaluation: ``mean``/``var`` are the running ones.
-    Returns (y, mean, var, inv_std) with mean, var, inv_std as float64 (C,) arrays."""
+def batch_norm_forward(x, mean, var, weight, bias, eps, training, residual=None, relu=False):
+    """Batch-norm forward, with a residual added and ReLU applied in the same
+    pass where given: y = max(BN(x) + residual, 0).  Training: statistics of
+    the batch (float64) are computed and returned; evaluation: ``mean``/``var``
+    are the running ones.  Returns (y, mean, var, inv_std) with mean, var,
+    inv_std as float64 (C,) arrays."""
     x3 = _ncp(x)
-    c = x3.shape[1]
+    n, c = x3.shape[:2]
     if training:
         mean = np.empty(c, np.float64)
         var = np.empty(c, np.float64)
@@ -1350,16 +1403,20 @@ def batch_norm_forward(x, mean, var, weight, bias, eps, training):
         var = np.array(var, np.float64)
     gamma = np.ones(c) if weight is None else weight.astype(np.float64)
     beta = np.zeros(c) if bias is None else bias.astype(np.float64)
+    r3 = np.empty((n, c, 0), x.dtype) if residual is None else _ncp(residual)
     coef = np.empty((2, c), x.dtype)
     y = np.empty(x3.shape, x.dtype)
-    parallel_for(bn_forward_channels, c, x3.size, x3, gamma, beta, eps, training, mean, var,
-                 coef[0], coef[1], y)
+    parallel_for(bn_forward_channels, c, x3.size, x3, r3, relu, gamma, beta, eps, training,
+                 mean, var, coef[0], coef[1], y)
     inv_std = 1.0 / np.sqrt(var + eps)
     return y.reshape(x.shape), mean, var, inv_std
 
 
-def batch_norm_backward(g, x, mean, inv_std, weight, training):
-    """(dx, dgamma, dbeta) of batch norm from the saved input and statistics.
+def batch_norm_backward(g, x, mean, inv_std, weight, training, out=None, need_residual=False):
+    """(dx, dgamma, dbeta, dresidual) of batch norm from the saved input and
+    statistics.  ``out``: the output of a fused ReLU (g is masked by out > 0
+    first); ``need_residual``: also return that masked gradient, the
+    residual's (else None).
 
     With S = Σ g and T = Σ g·(x − μ) per channel (m values each):
         dβ = S,  dγ = T·inv_std,
@@ -1367,15 +1424,19 @@ def batch_norm_backward(g, x, mean, inv_std, weight, training):
         dx = γ·inv_std·g                                            (evaluation)
     """
     g3, x3 = _ncp(g), _ncp(x)
-    c = g3.shape[1]
+    n, c = g3.shape[:2]
+    none = np.empty((n, c, 0), g.dtype)
+    z3 = none if out is None else _ncp(out)
+    gm = np.empty(g3.shape, g.dtype) if out is not None and need_residual else none
     gamma = np.ones(c) if weight is None else weight.astype(np.float64)
     coef = np.empty((4, c), g.dtype)
     dx = np.empty(g3.shape, g.dtype)
     dgamma = np.empty(c, np.float64)
     dbeta = np.empty(c, np.float64)
-    parallel_for(bn_backward_channels, c, g3.size, g3, x3, mean, inv_std, gamma, training, coef,
-                 dx, dgamma, dbeta)
-    return dx.reshape(g.shape), dgamma.astype(g.dtype), dbeta.astype(g.dtype)
+    parallel_for(bn_backward_channels, c, g3.size, g3, z3, x3, mean, inv_std, gamma, training,
+                 coef, dx, gm, dgamma, dbeta)
+    dres = gm.reshape(g.shape) if gm is not none else None
+    return dx.reshape(g.shape), dgamma.astype(g.dtype), dbeta.astype(g.dtype), dres
 
 
 def relu(x):

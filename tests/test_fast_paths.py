@@ -528,8 +528,9 @@ def test_batch_norm_kernels(dtype, split_work):
         mean = np.empty(3) if training else np.array([0.2, -1.0, 3.0])
         var = np.empty(3) if training else np.array([1.5, 0.5, 2.0])
         coef, y = np.empty((2, 3), dtype), np.empty_like(x)
-        K.parallel_for(K.bn_forward_channels, 3, x.size, x, gamma, beta, 1e-5, training, mean,
-                       var, coef[0], coef[1], y)
+        none = np.empty((4, 3, 0), dtype)
+        K.parallel_for(K.bn_forward_channels, 3, x.size, x, none, False, gamma, beta, 1e-5,
+                       training, mean, var, coef[0], coef[1], y)
         if training:
             np.testing.assert_allclose(mean, want_mean, rtol=1e-6)
             np.testing.assert_allclose(var, want_var, rtol=1e-6)
@@ -539,8 +540,8 @@ def test_batch_norm_kernels(dtype, split_work):
         g = rng.standard_normal(x.shape).astype(dtype)
         inv_std = 1 / np.sqrt(var + 1e-5)
         dx, dgamma, dbeta = np.empty_like(g), np.empty(3), np.empty(3)
-        K.parallel_for(K.bn_backward_channels, 3, x.size, g, x, mean, inv_std, gamma, training,
-                       np.empty((4, 3), dtype), dx, dgamma, dbeta)
+        K.parallel_for(K.bn_backward_channels, 3, x.size, g, none, x, mean, inv_std, gamma,
+                       training, np.empty((4, 3), dtype), dx, none, dgamma, dbeta)
         g64, xc = g.astype(np.float64), x64 - mean.reshape(1, 3, 1)
         s, t = g64.sum(axis=(0, 2)), (g64 * xc).sum(axis=(0, 2))
         np.testing.assert_allclose(dbeta, s, rtol=1e-5)
@@ -551,6 +552,41 @@ def test_batch_norm_kernels(dtype, split_work):
             want_dx = a * (g64 - s.reshape(1, 3, 1) / 20
                            - xc * (inv_std ** 2 * t).reshape(1, 3, 1) / 20)
         np.testing.assert_allclose(dx, want_dx, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("residual", [False, True])
+def test_batch_norm_relu_kernels(dtype, residual, split_work):
+    """The fused kernels against the formulas written out here: z = max(BN(x) + r, 0);
+    backward of the masked gradient ĝ = g·[z > 0], which is also dr."""
+    rng = np.random.default_rng(14)
+    x = (rng.standard_normal((4, 3, 5)) * 3 + 1).astype(dtype)
+    r = rng.standard_normal(x.shape).astype(dtype) if residual else None
+    gamma, beta = np.array([0.5, -2.0, 1.5]), np.array([0.1, 0.0, -0.3])
+    z, mean, var, inv_std = K.batch_norm_forward(x, None, None, gamma, beta, 1e-5, True, r,
+                                                 relu=True)
+    x64 = x.astype(np.float64)
+    mu, sd = x64.mean(axis=(0, 2), keepdims=True), np.sqrt(x64.var(axis=(0, 2), keepdims=True)
+                                                           + 1e-5)
+    pre = (x64 - mu) / sd * gamma.reshape(1, 3, 1) + beta.reshape(1, 3, 1)
+    if residual:
+        pre = pre + r
+    assert 0.2 < np.mean(pre > 0) < 0.8                  # the mask matters
+    np.testing.assert_allclose(z, np.maximum(pre, 0), **TOL[dtype])
+    g = rng.standard_normal(x.shape).astype(dtype)
+    dx, dgamma, dbeta, dr = K.batch_norm_backward(g, x, mean, inv_std, gamma, True, z, residual)
+    gm = np.where(pre > 0, g.astype(np.float64), 0.0)
+    xhat = (x64 - mu) / sd
+    s, t = gm.sum(axis=(0, 2)), (gm * xhat).sum(axis=(0, 2))
+    np.testing.assert_allclose(dbeta, s, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dgamma, t, rtol=1e-5, atol=1e-6)
+    want_dx = gamma.reshape(1, 3, 1) / sd * (gm - s.reshape(1, 3, 1) / 20
+                                             - xhat * t.reshape(1, 3, 1) / 20)
+    np.testing.assert_allclose(dx, want_dx, **TOL[dtype])
+    if residual:
+        np.testing.assert_array_equal(dr, gm.astype(dtype))
+    else:
+        assert dr is None
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -678,6 +714,154 @@ def test_batch_norm_fast_equals_reference(dtype, training, shape):
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else TOL[dtype]
     for a, b in zip(*stats):
         np.testing.assert_allclose(a, b, **tol)
+
+
+def _bn_relu_inputs(dtype, residual, seed=15, shape=(4, 3, 5, 6)):
+    rng = np.random.default_rng(seed)
+    arrays = [(rng.standard_normal(shape) * 2 + 0.5), rng.uniform(0.5, 1.5, shape[1]),
+              rng.standard_normal(shape[1])]
+    if residual:
+        arrays.append(rng.standard_normal(shape))
+    return [a.astype(dtype) for a in arrays]
+
+
+def _bn_relu_run(arrays, training, how):
+    """Output and gradients of relu(batch_norm(x) + r): ``how`` is "fused"
+    (F.batch_norm_relu) or "separate" (batch_norm, add, relu), on the fast path,
+    or "reference" (F.batch_norm_relu in reference mode)."""
+    with (config.reference_mode() if how == "reference" else config.fast_mode()):
+        ts = [minigrad.Tensor(a.copy(), requires_grad=True) for a in arrays]
+        rm, rv = np.array([0.1, -0.2, 0.3], arrays[0].dtype), np.array([1.5, 0.5, 2.0],
+                                                                         arrays[0].dtype)
+        r = ts[3] if len(ts) > 3 else None
+        if how == "separate":
+            y = F.batch_norm(ts[0], rm, rv, ts[1], ts[2], training=training)
+            z = F.relu(y if r is None else y + r)
+        else:
+            z = F.batch_norm_relu(ts[0], rm, rv, ts[1], ts[2], training=training, residual=r)
+        g = np.cos(np.arange(z.size)).reshape(z.shape).astype(z.dtype)
+        z.backward(g)
+        return type(z._ctx), [z.numpy(), rm, rv] + [t.grad.numpy() for t in ts]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("residual", [False, True])
+def test_batch_norm_relu_fused_equals_separate(dtype, training, residual):
+    """The fused op gives exactly the numbers of batch norm, add and ReLU run one
+    after another on the fast path (the same roundings, by construction), and
+    the reference path's within the float tolerance."""
+    from minigrad.ops import activation, norm
+    arrays = _bn_relu_inputs(dtype, residual)
+    kind, fused = _bn_relu_run(arrays, training, "fused")
+    assert kind is norm.BatchNormReLUFast
+    _, separate = _bn_relu_run(arrays, training, "separate")
+    kind, reference = _bn_relu_run(arrays, training, "reference")
+    assert kind is activation.ReLU                        # the composition of the three ops
+    assert 0.2 < np.mean(fused[0] > 0) < 0.8
+    for a, b, c in zip(fused, separate, reference):
+        np.testing.assert_array_equal(a, b)
+        tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else TOL[dtype]
+        np.testing.assert_allclose(a, c, **tol)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_batch_norm_relu_gradcheck(residual):
+    """float64 central differences through the fused op (fast path), inputs
+    chosen away from ReLU's kink."""
+    arrays = _bn_relu_inputs(np.float64, residual, seed=16, shape=(2, 3, 3, 3))
+    with config.fast_mode():
+        ts = [minigrad.Tensor(a, requires_grad=True) for a in arrays]
+        pre = F.batch_norm(ts[0], None, None, ts[1], ts[2], training=True).numpy()
+        if residual:
+            pre = pre + arrays[3]
+        assert np.min(np.abs(pre)) > 1e-3 and 0.2 < np.mean(pre > 0) < 0.8
+
+        def f(*t):
+            return F.batch_norm_relu(t[0], None, None, t[1], t[2], training=True,
+                                     residual=t[3] if residual else None)
+        assert type(f(*ts)._ctx).__name__ == "BatchNormReLUFast"
+        minigrad.gradcheck(f, tuple(ts))
+
+
+def test_batch_norm_relu_errors():
+    x = minigrad.Tensor(np.ones((2, 3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"batch_norm_relu: the residual has shape "
+                                         r"\(2, 3, 4, 5\), the input \(2, 3, 4, 4\)"):
+        F.batch_norm_relu(x, None, None, training=True,
+                          residual=minigrad.Tensor(np.ones((2, 3, 4, 5), np.float32)))
+    with pytest.raises(ValueError, match=r"batch_norm_relu: input has 3 channels .* weight"):
+        F.batch_norm_relu(x, None, None, minigrad.Tensor(np.ones(4, np.float32)),
+                          training=True)
+
+
+def test_bn_relu_fuses_only_what_no_one_watches():
+    """nn.bn_relu (and Sequential's BatchNorm -> ReLU) fuse plain modules
+    without hooks; a hook, a BatchNorm subclass or SyncBatchNorm gets the
+    modules called one by one, with the same numbers."""
+    from minigrad import nn
+    from minigrad.ops import norm
+    rng = np.random.default_rng(17)
+    x = minigrad.Tensor(rng.standard_normal((4, 3, 5, 5)).astype(np.float32))
+    r = minigrad.Tensor(rng.standard_normal((4, 3, 5, 5)).astype(np.float32))
+    with config.fast_mode():
+        bn, relu = nn.BatchNorm2d(3), nn.ReLU()
+        fused = nn.bn_relu(bn, relu, x, r)
+        assert type(fused._ctx) is norm.BatchNormReLUFast
+        assert int(bn.num_batches_tracked.data) == 1          # the module's bookkeeping ran
+        seen = []
+        bn2 = nn.BatchNorm2d(3)
+        bn2.register_forward_hook(lambda m, i, o: seen.append(o.numpy().copy()))
+        watched = nn.bn_relu(bn2, nn.ReLU(), x, r)
+        assert len(seen) == 1 and np.min(seen[0]) < 0          # BN's own output, before ReLU
+        np.testing.assert_array_equal(watched.numpy(), fused.numpy())
+        np.testing.assert_array_equal(bn2.running_var.numpy(), bn.running_var.numpy())
+
+        class Doubled(nn.BatchNorm2d):
+            def forward(self, x):
+                return super().forward(x) * 2
+        z = nn.bn_relu(Doubled(3), nn.ReLU(), x)
+        np.testing.assert_allclose(z.numpy(), 2 * nn.bn_relu(nn.BatchNorm2d(3), nn.ReLU(),
+                                                            x).numpy(), rtol=1e-6)
+        assert type(nn.bn_relu(nn.SyncBatchNorm(3), nn.ReLU(), x)._ctx) is not \
+            norm.BatchNormReLUFast
+
+        seq = nn.Sequential(nn.BatchNorm2d(3), nn.ReLU(), nn.BatchNorm2d(3))
+        assert type(seq(x)._ctx) is norm.BatchNormFast       # the pair fused, the last BN alone
+        assert type(seq[:2](x)._ctx) is norm.BatchNormReLUFast
+        inputs = []
+        seq[1].register_forward_hook(lambda m, i, o: inputs.append(i[0].numpy().copy()))
+        seq[:2](x)
+        assert len(inputs) == 1 and np.min(inputs[0]) < 0
+
+
+def test_fused_bn_relu_changes_no_number_in_a_resnet():
+    """Training steps of a small ResNet with every BN and ReLU hooked (nothing
+    fused) and without (fused): the same losses and weights, bit for bit."""
+    from minigrad import nn
+    runs = []
+    for watch in (False, True):
+        minigrad.manual_seed(3)
+        model = minigrad.models.create("resnet20", width=4, blocks_per_stage=1, shortcut="B")
+        if watch:
+            for m in model.modules():
+                if isinstance(m, (nn.BatchNorm2d, nn.ReLU)):
+                    m.register_forward_hook(lambda *args: None)
+        opt = minigrad.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        rng = np.random.default_rng(3)
+        losses = []
+        with config.fast_mode():
+            for _ in range(2):
+                x = minigrad.Tensor(rng.standard_normal((8, 3, 16, 16)).astype(np.float32))
+                opt.zero_grad()
+                loss = F.cross_entropy(model(x), rng.integers(0, 10, 8))
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+        runs.append((losses, [p.numpy().copy() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

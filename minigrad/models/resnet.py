@@ -122,10 +122,11 @@ class BasicBlock(nn.Module):
         return self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
 
     def forward(self, x):
-        out = self.residual(x)
-        if self.shortcut is not None:
-            out = out + self.shortcut(x)
-        return self.relu2(out)
+        # relu2(residual(x) + shortcut(x)); nn.bn_relu runs each BN with the
+        # ReLU (and the addition) after it as one op where no hook watches them
+        h = self.conv2(nn.bn_relu(self.bn1, self.relu1, self.conv1(x)))
+        s = self.shortcut(x) if self.shortcut is not None else None
+        return nn.bn_relu(self.bn2, self.relu2, h, s)
 
 
 class Bottleneck(nn.Module):
@@ -159,10 +160,11 @@ class Bottleneck(nn.Module):
         return self.bn3(self.conv3(x))
 
     def forward(self, x):
-        out = self.residual(x)
-        if self.shortcut is not None:
-            out = out + self.shortcut(x)
-        return self.relu3(out)
+        # relu3(residual(x) + shortcut(x)), BN + ReLU (+ addition) fused by nn.bn_relu
+        h = self.conv2(nn.bn_relu(self.bn1, self.relu1, self.conv1(x)))
+        h = self.conv3(nn.bn_relu(self.bn2, self.relu2, h))
+        s = self.shortcut(x) if self.shortcut is not None else None
+        return nn.bn_relu(self.bn3, self.relu3, h, s)
 
 
 class ResNet(nn.Module):
@@ -234,7 +236,7 @@ class ResNet(nn.Module):
         shape = tuple(getattr(x, "shape", ()))
         if len(shape) != 4:
             raise ValueError(f"{self.name}: expected images (N, 3, H, W), got shape {shape}")
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = nn.bn_relu(self.bn1, self.relu, self.conv1(x))     # relu(bn1(conv1(x)))
         if "maxpool" in self._modules:
             x = self.maxpool(x)
         for name in self.stages:

@@ -15,7 +15,7 @@ from . import functional, init
 from .container import ModuleList, Sequential
 from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d,
                      CrossEntropyLoss, Dropout, Flatten, Identity, Linear, LocalResponseNorm,
-                     MaxPool2d, ReLU)
+                     MaxPool2d, ReLU, bn_relu)
 from .module import Module, Parameter, RemovableHandle
 from .sync_batchnorm import SyncBatchNorm
 from . import parallel
@@ -24,5 +24,5 @@ __all__ = [
     "functional", "init", "Module", "Parameter", "RemovableHandle", "Sequential", "ModuleList",
     "Conv2d", "Linear", "BatchNorm1d", "BatchNorm2d", "LocalResponseNorm", "MaxPool2d",
     "AvgPool2d", "AdaptiveAvgPool2d", "ReLU", "Dropout", "Flatten", "Identity",
-    "CrossEntropyLoss", "SyncBatchNorm", "parallel",
+    "CrossEntropyLoss", "SyncBatchNorm", "parallel", "bn_relu",
 ]

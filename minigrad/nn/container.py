@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from .layers import ReLU, _BatchNorm, bn_relu
 from .module import Module
 
 
@@ -19,7 +20,8 @@ class Sequential(Module):
     ``Sequential(OrderedDict([("conv", conv), ("bn", bn)]))``.
 
     Supports ``len``, iteration, ``seq[i]``, ``seq[a:b]`` (a new Sequential
-    sharing the layers) and ``append``.
+    sharing the layers) and ``append``.  A batch norm followed by a ReLU runs
+    as one fused op (:func:`minigrad.nn.bn_relu`) unless a hook watches either.
     """
 
     def __init__(self, *modules):
@@ -32,8 +34,17 @@ class Sequential(Module):
                 self.add_module(str(i), module)
 
     def forward(self, x):
-        for module in self._modules.values():
-            x = module(x)
+        modules = list(self._modules.values())
+        i = 0
+        while i < len(modules):
+            module = modules[i]
+            after = modules[i + 1] if i + 1 < len(modules) else None
+            if isinstance(module, _BatchNorm) and isinstance(after, ReLU):
+                x = bn_relu(module, after, x)       # one fused op where no hook watches
+                i += 2
+            else:
+                x = module(x)
+                i += 1
         return x
 
     def __len__(self):

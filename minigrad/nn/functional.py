@@ -9,7 +9,7 @@ of :mod:`minigrad.ops`:
 ``ops/linear.py``      linear
 ``ops/activation.py``  relu, softmax, log_softmax, dropout
 ``ops/pool.py``        max_pool2d, avg_pool2d, adaptive_avg_pool2d
-``ops/norm.py``        batch_norm, local_response_norm
+``ops/norm.py``        batch_norm, batch_norm_relu (fused), local_response_norm
 ``ops/loss.py``        cross_entropy, nll_loss
 ``ops/shape.py``       pad, flatten, reshape, permute, transpose, cat, stack
 ``ops/math.py``        sigmoid, tanh (and the arithmetic behind the operators)
@@ -20,7 +20,7 @@ from ..ops.conv import col2im, conv2d, im2col
 from ..ops.linear import linear
 from ..ops.loss import cross_entropy, nll_loss
 from ..ops.math import sigmoid, tanh
-from ..ops.norm import batch_norm, local_response_norm
+from ..ops.norm import batch_norm, batch_norm_relu, local_response_norm
 from ..ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from ..ops.shape import cat, concat, flatten, pad, permute, reshape, stack, transpose
 
@@ -28,7 +28,7 @@ __all__ = [
     "conv2d", "im2col", "col2im", "linear",
     "relu", "softmax", "log_softmax", "dropout", "sigmoid", "tanh",
     "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
-    "batch_norm", "local_response_norm",
+    "batch_norm", "batch_norm_relu", "local_response_norm",
     "cross_entropy", "nll_loss",
     "pad", "flatten", "reshape", "permute", "transpose", "cat", "concat", "stack",
 ]

@@ -5,6 +5,7 @@ from .. import backend
 from .. import config   # the CPU fast path switch (kernels/cpu_numba.py)
 from .. import cuda as _gpu   # GPU kernels (kernels/lrn.cu); imports CuPy only when used
 from ..tensor import Function, data_of
+from .activation import relu
 
 
 # ---------------------------------------------------------------------------
@@ -230,9 +231,78 @@ class BatchNormFast(BatchNorm):
         return y
 
     def backward(self, g):
-        dx, dweight, dbias = config.cpu_kernels().batch_norm_backward(
+        dx, dweight, dbias, _ = config.cpu_kernels().batch_norm_backward(
             g, self.x, self.mean, self.inv_std, self.weight, self.training)
         return self._grads(dx, dweight, dbias)
+
+
+class BatchNormReLUFast(BatchNormFast):
+    """z = max(0, BN(x) + r) as one op on the CPU fast path (r, the residual,
+    is optional): what ``relu(batch_norm(x) + r)`` computes, in the one pass
+    batch norm writes its output in, instead of three ops of a pass each.
+
+    Backward, with the ReLU's mask taken from the output (z > 0 exactly where
+    BN(x) + r > 0):
+
+        ĝ = g · [z > 0],     dr = ĝ,     dx, dγ, dβ = batch norm's backward of ĝ
+
+    ĝ is formed while batch norm's backward sums over it, so the ReLU's own
+    pass over memory goes too.  Inputs: x, then γ and β where given, then r
+    where given.
+    """
+
+    def __init__(self, *args, has_residual):
+        super().__init__(*args)
+        self.has_residual = has_residual
+
+    def forward(self, x, *rest):
+        params = rest[:-1] if self.has_residual else rest
+        residual = rest[-1] if self.has_residual else None
+        weight = params[0] if self.has_weight else None
+        bias = params[-1] if self.has_bias else None
+        z, mean, var, inv_std = config.cpu_kernels().batch_norm_forward(
+            x, self.running_mean, self.running_var, weight, bias, self.eps, self.training,
+            residual, relu=True)
+        if self.training and self.running_mean is not None:
+            self._update_running(mean, var, x.size // x.shape[1])
+        if any(self.needs_input_grad):
+            self.x, self.z, self.mean, self.inv_std, self.weight = x, z, mean, inv_std, weight
+        self.running_mean = self.running_var = None
+        return z
+
+    def backward(self, g):
+        need_r = self.has_residual and self.needs_input_grad[-1]
+        dx, dweight, dbias, dr = config.cpu_kernels().batch_norm_backward(
+            g, self.x, self.mean, self.inv_std, self.weight, self.training, self.z, need_r)
+        grads = self._grads(dx, dweight, dbias)
+        if self.has_residual:
+            grads += (dr,)
+        return grads
+
+
+def _check_batch_norm(name, x, rm, rv, weight, bias, training):
+    """The errors ``batch_norm`` and ``batch_norm_relu`` give for bad arguments."""
+    shape = tuple(x.shape)
+    if len(shape) < 2:
+        raise ValueError(f"{name}: expected input (N, C) or (N, C, H, W), got shape {shape}")
+    c = shape[1]
+    if (rm is None) != (rv is None):
+        raise ValueError(f"{name}: give both running_mean and running_var, or neither")
+    if rm is not None:
+        for what, v in (("running_mean", rm), ("running_var", rv)):
+            if tuple(v.shape) != (c,):
+                raise ValueError(f"{name}: input has {c} channels (shape {shape}) but "
+                                 f"{what} has shape {tuple(v.shape)}")
+    elif not training:
+        raise ValueError(f"{name}: evaluation (training=False) needs running_mean and "
+                         "running_var")
+    for what, v in (("weight", weight), ("bias", bias)):
+        if v is not None and tuple(v.shape) != (c,):
+            raise ValueError(f"{name}: input has {c} channels (shape {shape}) but {what} "
+                             f"has shape {tuple(v.shape)}")
+    if training and x.size // max(c, 1) <= 1:
+        raise ValueError(f"{name}: training needs more than 1 value per channel, "
+                         f"got input shape {shape}")
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
@@ -245,30 +315,33 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     (``training=False``) normalises with them.  ``weight`` (γ) and ``bias`` (β)
     are optional (C,) tensors.
     """
-    shape = tuple(x.shape)
-    if len(shape) < 2:
-        raise ValueError(f"batch_norm: expected input (N, C) or (N, C, H, W), got shape {shape}")
-    c = shape[1]
     rm, rv = data_of(running_mean), data_of(running_var)
-    if (rm is None) != (rv is None):
-        raise ValueError("batch_norm: give both running_mean and running_var, or neither")
-    if rm is not None:
-        for name, v in (("running_mean", rm), ("running_var", rv)):
-            if tuple(v.shape) != (c,):
-                raise ValueError(f"batch_norm: input has {c} channels (shape {shape}) but "
-                                 f"{name} has shape {tuple(v.shape)}")
-    elif not training:
-        raise ValueError("batch_norm: evaluation (training=False) needs running_mean and "
-                         "running_var")
-    for name, v in (("weight", weight), ("bias", bias)):
-        if v is not None and tuple(v.shape) != (c,):
-            raise ValueError(f"batch_norm: input has {c} channels (shape {shape}) but {name} "
-                             f"has shape {tuple(v.shape)}")
-    if training and x.size // max(c, 1) <= 1:
-        raise ValueError(f"batch_norm: training needs more than 1 value per channel, "
-                         f"got input shape {shape}")
+    _check_batch_norm("batch_norm", x, rm, rv, weight, bias, training)
     params = [p for p in (weight, bias) if p is not None]
     fast = config.use_fast(data_of(x), data_of(weight), data_of(bias))
     op = (BatchNormFast if fast else BatchNorm)(rm, rv, bool(training), float(momentum), float(eps),
                    weight is not None, bias is not None)
     return op(x, *params)
+
+
+def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, training=False,
+                    momentum=0.1, eps=1e-5, residual=None):
+    """``relu(batch_norm(x, ...) + residual)`` (``residual`` optional, of x's
+    shape): batch norm with the residual addition and ReLU of a ResNet block
+    fused in, on the CPU fast path (:class:`BatchNormReLUFast`).  Elsewhere
+    (reference mode, CuPy, other dtypes) it is that composition of the three
+    ops.  Arguments as :func:`batch_norm`'s.
+    """
+    rm, rv = data_of(running_mean), data_of(running_var)
+    _check_batch_norm("batch_norm_relu", x, rm, rv, weight, bias, training)
+    if residual is not None and tuple(residual.shape) != tuple(x.shape):
+        raise ValueError(f"batch_norm_relu: the residual has shape {tuple(residual.shape)}, "
+                         f"the input {tuple(x.shape)}; they must match")
+    if not config.use_fast(*(data_of(a) for a in (x, weight, bias, residual))):
+        y = batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+        return relu(y if residual is None else y + residual)
+    inputs = [a for a in (weight, bias, residual) if a is not None]
+    op = BatchNormReLUFast(rm, rv, bool(training), float(momentum), float(eps),
+                           weight is not None, bias is not None,
+                           has_residual=residual is not None)
+    return op(x, *inputs)
