@@ -554,6 +554,19 @@ def test_batch_norm_kernels(dtype, split_work):
         np.testing.assert_allclose(dx, want_dx, **TOL[dtype])
 
 
+def test_batch_norm_statistics_far_from_zero():
+    """float32 sums along each plane, float64 across planes, the variance from
+    the deviations: a channel of values 1000 ± 1 still gets its variance to
+    1e-4 (E[x²] − E[x]² in float32 would lose it all)."""
+    rng = np.random.default_rng(18)
+    x = (1000 + rng.standard_normal((128, 2, 1024)) * np.array([1.0, 0.01]).reshape(1, 2, 1))
+    x32 = x.astype(np.float32)
+    _, mean, var, _ = K.batch_norm_forward(x32, None, None, None, None, 1e-5, True)
+    x64 = x32.astype(np.float64)
+    np.testing.assert_allclose(mean, x64.mean(axis=(0, 2)), rtol=1e-7)
+    np.testing.assert_allclose(var, x64.var(axis=(0, 2)), rtol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("residual", [False, True])
 def test_batch_norm_relu_kernels(dtype, residual, split_work):
