@@ -367,6 +367,44 @@ def maxpool2d_forward(x, kh, kw, sh, sw, ph, pw, y, idx, lo, hi):
 
 
 @njit(nogil=True, cache=True)
+def maxpool2x2_forward(x, y, idx, lo, hi):
+    """:func:`maxpool2d_forward` for 2x2 windows, stride 2, no padding (VGG's
+    pools), the same numbers: each window's four values compared in the same
+    order (the first maximum wins; a NaN first stays), through flat views
+    made once (the general kernel, with its bounds tests per tap and a view
+    per plane, took 4-5x as long on VGG-16's first pool)."""
+    h, w = np.uint64(x.shape[2]), np.uint64(x.shape[3])
+    ho, wo = np.uint64(y.shape[2]), np.uint64(y.shape[3])
+    xf, yf, jf = x.reshape(-1), y.reshape(-1), idx.reshape(-1)
+    two = np.uint64(2)
+    for t in range(np.uint64(lo), np.uint64(hi)):   # (unsigned indices: see shifted_planes)
+        src, dst = t * h * w, t * ho * wo
+        for oy in range(ho):
+            r0 = two * oy * w
+            r1 = r0 + w
+            o = dst + oy * wo
+            for ox in range(wo):
+                c0 = r0 + two * ox
+                c1 = r1 + two * ox
+                best = xf[src + c0]
+                arg = c0
+                v = xf[src + c0 + np.uint64(1)]
+                if v > best:
+                    best = v
+                    arg = c0 + np.uint64(1)
+                v = xf[src + c1]
+                if v > best:
+                    best = v
+                    arg = c1
+                v = xf[src + c1 + np.uint64(1)]
+                if v > best:
+                    best = v
+                    arg = c1 + np.uint64(1)
+                yf[o + ox] = best
+                jf[o + ox] = arg
+
+
+@njit(nogil=True, cache=True)
 def maxpool2d_backward(g, idx, dx, lo, hi):
     """dx = 0 except at each window's maximum, which receives that window's gradient
     (summed when overlapping windows share a maximum).  Planes lo <= t < hi,
@@ -1395,8 +1433,11 @@ def max_pool2d_forward(x, kernel, stride, padding):
     ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
     y = np.empty((n, c, ho, wo), x.dtype)
     idx = np.empty((n, c, ho, wo), np.int32)
-    parallel_for(maxpool2d_forward, n * c, x.size, np.ascontiguousarray(x),
-                 kh, kw, sh, sw, ph, pw, y, idx)
+    if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
+        parallel_for(maxpool2x2_forward, n * c, x.size, np.ascontiguousarray(x), y, idx)
+    else:
+        parallel_for(maxpool2d_forward, n * c, x.size, np.ascontiguousarray(x),
+                     kh, kw, sh, sw, ph, pw, y, idx)
     return y, idx
 
 

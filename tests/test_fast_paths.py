@@ -509,6 +509,35 @@ def test_maxpool_kernels(dtype, k, s, p, split_work):
     np.testing.assert_allclose(dx, want, **TOL[dtype])
 
 
+@pytest.mark.parametrize("h,w", [(6, 8), (7, 9)])
+def test_maxpool_2x2_kernel_ties_and_nan(h, w, split_work):
+    """The 2x2 stride-2 kernel against a first-maximum loop written here, on
+    values with many ties and a NaN: the first maximum in scan order wins,
+    and the general kernel agrees with it element for element."""
+    rng = np.random.default_rng(19)
+    x = rng.integers(0, 3, (2, 3, h, w)).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan                              # first in its window: stays
+    x[1, 2, 2, 3] = np.nan                              # last in its window: skipped
+    y, idx = K.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    ho, wo = (h - 2) // 2 + 1, (w - 2) // 2 + 1
+    for a in range(2):
+        for c in range(3):
+            for oy in range(ho):
+                for ox in range(wo):
+                    cells = [(2 * oy + i, 2 * ox + j) for i in range(2) for j in range(2)]
+                    best = cells[0]
+                    for cell in cells[1:]:
+                        if x[a, c][cell] > x[a, c][best]:
+                            best = cell
+                    assert idx[a, c, oy, ox] == best[0] * w + best[1]
+                    np.testing.assert_array_equal(y[a, c, oy, ox], x[a, c][best])
+    assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[1, 2, 1, 1])
+    y2, idx2 = np.empty_like(y), np.empty_like(idx)
+    K.maxpool2d_forward(x, 2, 2, 2, 2, 0, 0, y2, idx2, 0, 6)
+    np.testing.assert_array_equal(idx2, idx)
+    np.testing.assert_array_equal(y2, y)
+
+
 @pytest.fixture
 def split_work(monkeypatch):
     """Every parallel_for split over three threads, however small the work."""
