@@ -80,6 +80,13 @@ def timeit(fn, runs, warmup=2):
 # (PyTorch's) keeps its threads spinning for a moment after its work, which
 # would otherwise take the cores from the call that follows.
 PAUSE_S = 0.05
+# Then untimed calls of the same function for at least this long, so the timed
+# call runs as an op or a step of a training loop does, with the cores busy
+# just before.  On the virtual machines measured, a call started after 10 ms or
+# more of idle cores took up to 2-3x its time, both libraries alike (a 3x3
+# conv forward of 4-5 ms: 10.5 ms for minigrad, 6-13 ms for PyTorch), and
+# ran at full speed again only after about 25 ms of work.
+REWARM_S = 0.03
 
 
 def timeit_both(fa, fb, runs):
@@ -90,9 +97,16 @@ def timeit_both(fa, fb, runs):
     return timeit_pair(fa, fb, runs)
 
 
+def _rewarm(f):
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < REWARM_S:
+        f()
+
+
 def timeit_pair(fa, fb, runs, warmup=2):
     """Like :func:`timeit` for two functions, their calls alternating, so a
-    change in the machine's load during the run hits both alike."""
+    change in the machine's load during the run hits both alike: before each
+    timed call a pause (PAUSE_S), then the same function untimed for REWARM_S."""
     for _ in range(warmup):
         fa()
         fb()
@@ -100,6 +114,7 @@ def timeit_pair(fa, fb, runs, warmup=2):
     for _ in range(runs):
         for f, ts in ((fa, ta), (fb, tb)):
             time.sleep(PAUSE_S)
+            _rewarm(f)
             t0 = time.perf_counter()
             f()
             ts.append((time.perf_counter() - t0) * 1e3)
@@ -180,7 +195,8 @@ def pool_bn_items(runs, rng):
         def pt_pool():
             xq.grad = None
             torch.nn.functional.max_pool2d(xq, 2, 2).backward(gq)
-    rows.append(Row("max-pool 2x2 fwd+bwd, N128 C64 32x32", *timeit_both(mg_pool, pt_pool, runs)))
+    rows.append(Row("max-pool 2x2 fwd+bwd, N128 C64 32x32",
+                    *timeit_both(mg_pool, pt_pool, runs)))
 
     x = rng.standard_normal((128, 16, 32, 32)).astype(np.float32)
     g = rng.standard_normal(x.shape).astype(np.float32)
@@ -201,7 +217,8 @@ def pool_bn_items(runs, rng):
         def pt_bn():
             xq.grad = wq.grad = bq.grad = None
             torch.nn.functional.batch_norm(xq, rmq, rvq, wq, bq, training=True).backward(gq)
-    rows.append(Row("batch norm fwd+bwd (train), N128 C16 32x32", *timeit_both(mg_bn, pt_bn, runs)))
+    rows.append(Row("batch norm fwd+bwd (train), N128 C16 32x32",
+                    *timeit_both(mg_bn, pt_bn, runs)))
     for r in rows:
         print(r.cells(torch is not None), flush=True)
     return rows
@@ -379,8 +396,9 @@ The tables below, one per machine (its CPU model and the date of the run in
 the heading), are produced by `python -m benchmarks` (medians of {runs} runs
 after warm-up, minigrad and PyTorch timed in the same process with the same
 number of threads, their calls alternating with an untimed 50 ms pause before
-each, so neither starts while the other's threads are still busy; float32,
-NCHW).  A run replaces the table of its own CPU and keeps the others.  The
+each, so neither starts while the other's threads are still busy, and then
+30 ms of untimed calls of the same function, so the timed call starts with the
+cores busy, as in a training loop; float32, NCHW).  A run replaces the table of its own CPU and keeps the others.  The
 last column is minigrad's median time divided by PyTorch's: 1.00x is parity,
 2.00x is half PyTorch's speed.  GFLOP/s counts
 the multiply-adds of the convolutions and linear layers (x2), three products
