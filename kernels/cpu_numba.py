@@ -580,6 +580,42 @@ def bn_backward_channels(g, z, x, mean, inv_std, gamma, training, coef, dx, gm, 
 
 
 # ---------------------------------------------------------------------------
+# ResNet's option-A shortcut: every s-th pixel, zero channels appended (images lo <= n < hi)
+# ---------------------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def subsample_pad_forward(x, s, y, lo, hi):
+    """y[n, c, oy, ox] = x[n, c, s·oy, s·ox] for c < C (x's channels), 0 for the rest."""
+    cin = x.shape[1]
+    cout, ho, wo = y.shape[1], y.shape[2], y.shape[3]
+    zero = y.dtype.type(0)
+    for n in range(lo, hi):
+        for c in range(cin):
+            for oy in range(ho):
+                for ox in range(wo):
+                    y[n, c, oy, ox] = x[n, c, s * oy, s * ox]
+        for c in range(cin, cout):
+            for oy in range(ho):
+                for ox in range(wo):
+                    y[n, c, oy, ox] = zero
+
+
+@njit(nogil=True, cache=True)
+def subsample_pad_backward(g, s, dx, lo, hi):
+    """dx[n, c, s·oy, s·ox] = g[n, c, oy, ox] for c < C (dx's channels), 0 elsewhere."""
+    cin, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
+    ho, wo = g.shape[2], g.shape[3]
+    zero = dx.dtype.type(0)
+    for n in range(lo, hi):
+        for c in range(cin):
+            for iy in range(h):
+                for ix in range(w):
+                    dx[n, c, iy, ix] = zero
+            for oy in range(ho):
+                for ox in range(wo):
+                    dx[n, c, s * oy, s * ox] = g[n, c, oy, ox]
+
+
+# ---------------------------------------------------------------------------
 # ReLU (flat, contiguous arrays; elements lo <= i < hi)
 # ---------------------------------------------------------------------------
 @njit(nogil=True, cache=True)
@@ -1504,6 +1540,22 @@ def batch_norm_backward(g, x, mean, inv_std, weight, training, out=None, need_re
                  coef, dx, gm, dgamma, dbeta)
     dres = gm.reshape(g.shape) if gm is not none else None
     return dx.reshape(g.shape), dgamma.astype(g.dtype), dbeta.astype(g.dtype), dres
+
+
+def subsample_pad(x, s, extra):
+    """x[:, :, ::s, ::s] with ``extra`` zero channels appended, for a contiguous x."""
+    n, c, h, w = x.shape
+    y = np.empty((n, c + extra, -(-h // s), -(-w // s)), x.dtype)
+    parallel_for(subsample_pad_forward, n, y.size, x, s, y)
+    return y
+
+
+def subsample_pad_grad(g, s, x_shape):
+    """The gradient of :func:`subsample_pad` for an input of ``x_shape``."""
+    g = np.ascontiguousarray(g)
+    dx = np.empty(x_shape, g.dtype)
+    parallel_for(subsample_pad_backward, x_shape[0], dx.size, g, s, dx)
+    return dx
 
 
 def relu(x):

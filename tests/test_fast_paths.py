@@ -907,6 +907,36 @@ def test_fused_bn_relu_changes_no_number_in_a_resnet():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,s,extra", [((4, 3, 8, 8), 2, 5), ((2, 2, 7, 5), 2, 2),
+                                           ((3, 4, 6, 6), 1, 3), ((2, 3, 9, 9), 3, 0)])
+def test_subsample_pad_fast_equals_reference(dtype, shape, s, extra, split_work):
+    """Both paths against numpy's strided slice and pad, and the gradient
+    against the same put back by hand; the fast path is the one that ran."""
+    from minigrad.ops import shape as shape_ops
+    x = np.random.default_rng(20).standard_normal(shape).astype(dtype)
+    res = run_both(lambda t: F.subsample_pad(t, s, extra), [x])
+    want = np.pad(x[:, :, ::s, ::s], ((0, 0), (0, extra), (0, 0), (0, 0)))
+    g = np.random.default_rng(0).standard_normal(want.shape).astype(dtype)   # run_both's
+    want_dx = np.zeros_like(x)
+    want_dx[:, :, ::s, ::s] = g[:, :shape[1]]
+    for y, dx in res:
+        np.testing.assert_array_equal(y, want)
+        np.testing.assert_array_equal(dx, want_dx)
+    with config.fast_mode():
+        assert type(F.subsample_pad(minigrad.Tensor(x, requires_grad=True), s, extra)._ctx) is \
+            shape_ops.SubsamplePadFast
+
+
+def test_subsample_pad_errors():
+    x = minigrad.Tensor(np.ones((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"subsample_pad: expected input \(N, C, H, W\), "
+                                         r"got shape \(2, 3, 4\)"):
+        F.subsample_pad(x, 2, 1)
+    with pytest.raises(ValueError, match="stride must be a positive integer, got 0"):
+        F.subsample_pad(minigrad.Tensor(np.ones((1, 1, 2, 2))), 0, 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_relu_fast_equals_reference(dtype):
     x = distinct(np.random.default_rng(9), (3, 4, 5), dtype)
     assert_same(run_both(F.relu, [x]), dtype)

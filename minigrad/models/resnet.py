@@ -38,7 +38,7 @@ of a block ``relu1`` (inside F) and ``relu2`` (after the addition).
 from __future__ import annotations
 
 from .. import nn
-from ..ops.shape import pad
+from ..nn import functional as F
 from .initialization import check_scheme, init_weights, skip_layer_init
 from .registry import register
 
@@ -69,12 +69,9 @@ class ZeroPadShortcut(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
 
     def forward(self, x):
-        if self.stride != 1:
-            x = x[:, :, ::self.stride, ::self.stride]
-        extra = self.out_channels - self.in_channels
-        if extra:
-            x = pad(x, (0, 0, 0, 0, 0, extra))      # (W), (H), then channels: (before, after)
-        return x
+        if self.stride == 1 and self.out_channels == self.in_channels:
+            return x
+        return F.subsample_pad(x, self.stride, self.out_channels - self.in_channels)
 
 
 def _conv(cin, cout, k, stride=1):

@@ -1,4 +1,5 @@
-"""Shape ops: reshape, transpose, slicing, padding, concatenation.
+"""Shape ops: reshape, transpose, slicing, padding, concatenation (and ResNet's
+subsample-and-pad shortcut).
 
 None of them change values, they only move them; so each backward moves the
 gradient back to where the value came from.
@@ -6,7 +7,8 @@ gradient back to where the value came from.
 from __future__ import annotations
 
 from .. import backend
-from ..tensor import Function, Tensor
+from .. import config   # the CPU fast path switch (kernels/cpu_numba.py)
+from ..tensor import Function, Tensor, data_of
 
 
 class Reshape(Function):
@@ -89,6 +91,41 @@ class Pad(Function):
         return g[self.slices]
 
 
+class SubsamplePad(Function):
+    """y = x[:, :, ::s, ::s] with ``extra`` channels of zeros appended (ResNet's
+    option-A shortcut: every s-th pixel, then zeros up to the new width);
+    dx = zeros with dy's first C channels put back at every s-th pixel."""
+    def __init__(self, stride, extra):
+        self.stride, self.extra = stride, extra
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        s = self.stride
+        self.shape = x.shape
+        sub = x[:, :, ::s, ::s]
+        y = xp.zeros((x.shape[0], x.shape[1] + self.extra) + sub.shape[2:], x.dtype)
+        y[:, :x.shape[1]] = sub
+        return y
+
+    def backward(self, g):
+        xp = backend.get_array_module(g)
+        s = self.stride
+        dx = xp.zeros(self.shape, g.dtype)
+        dx[:, :, ::s, ::s] = g[:, :self.shape[1]]
+        return dx
+
+
+class SubsamplePadFast(SubsamplePad):
+    """CPU fast path (kernels/cpu_numba.py): both ways in one parallel pass
+    over the images, instead of NumPy's zero-fill and strided copy on one core."""
+    def forward(self, x):
+        self.shape = x.shape
+        return config.cpu_kernels().subsample_pad(x, self.stride, self.extra)
+
+    def backward(self, g):
+        return config.cpu_kernels().subsample_pad_grad(g, self.stride, self.shape)
+
+
 class Concat(Function):
     """y = [x₁, x₂, ...] joined along ``axis``;  each dxᵢ is its slice of dy."""
     def __init__(self, axis):
@@ -154,6 +191,23 @@ def pad(x, pad, value=0.0):
     for i in range(len(pad) // 2):
         widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
     return Pad(widths, value)(x)
+
+
+def subsample_pad(x, stride, extra_channels):
+    """``x[:, :, ::stride, ::stride]`` of an (N, C, H, W) input with
+    ``extra_channels`` channels of zeros appended: (N, C + extra, ⌈H/s⌉, ⌈W/s⌉).
+    ResNet's parameter-free shortcut (option A) for a block that changes shape."""
+    shape = tuple(x.shape)
+    if len(shape) != 4:
+        raise ValueError(f"subsample_pad: expected input (N, C, H, W), got shape {shape}")
+    if isinstance(stride, bool) or int(stride) != stride or stride < 1:
+        raise ValueError(f"subsample_pad: stride must be a positive integer, got {stride!r}")
+    if int(extra_channels) != extra_channels or extra_channels < 0:
+        raise ValueError(f"subsample_pad: extra_channels must be an integer >= 0, "
+                         f"got {extra_channels!r}")
+    a = data_of(x)
+    fast = config.use_fast(a) and a.flags.c_contiguous
+    return (SubsamplePadFast if fast else SubsamplePad)(int(stride), int(extra_channels))(x)
 
 
 def cat(tensors, dim=0):
