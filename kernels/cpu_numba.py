@@ -948,12 +948,17 @@ def direct_3x3_applies(x, weight, stride, padding):
 
 def _aligned_scratch(name, shape, dtype):
     """Like :func:`scratch`, 64-byte aligned (a whole cache line, and one
-    AVX-512 register, per aligned load)."""
-    dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
-    raw = scratch(name, (size + 64,), np.uint8)
-    start = -raw.ctypes.data % 64
-    return raw[start:start + size].view(dtype).reshape(shape)
+    AVX-512 register, per aligned load).  The aligned view is kept too
+    (making it again took 10 us, several times per convolution)."""
+    key = (threading.get_ident(), name, shape, np.dtype(dtype), "aligned")
+    a = _BUFFERS.get(key)
+    if a is None:
+        dtype = np.dtype(dtype)
+        size = int(np.prod(shape)) * dtype.itemsize
+        raw = scratch(name, (size + 64,), np.uint8)
+        start = -raw.ctypes.data % 64
+        a = _BUFFERS[key] = raw[start:start + size].view(dtype).reshape(shape)
+    return a
 
 
 def _planes_length(w, s, images):
