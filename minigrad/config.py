@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 import numpy as np
 
@@ -141,6 +142,9 @@ def set_num_threads(n: int) -> None:
     inside a convolution, where each of these threads runs its own products)."""
     import numba
     numba.set_num_threads(int(n))
+    kernels = sys.modules.get(f"{__package__}.kernels.cpu_numba")
+    if kernels is not None:                # they keep the count they last read
+        kernels.set_threads(n)
 
 
 def get_num_threads() -> int:

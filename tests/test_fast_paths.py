@@ -1222,3 +1222,17 @@ def test_direct_3x3_on_a_cpu_without_avx512(tmp_path):
         x = np.arange(2 * 16 * 4 * 4, dtype=dtype).reshape(2, 16, 4, 4)
         np.testing.assert_array_equal(np.load(tmp_path / f"xt_{dtype}.npy")[:32],
                                       x.transpose(0, 2, 3, 1).reshape(32, 16))
+
+
+def test_set_num_threads_reaches_the_kernels():
+    """The kernels keep the thread count they read; minigrad.set_num_threads
+    updates it (and Numba's)."""
+    import numba
+    before = config.get_num_threads()
+    try:
+        config.set_num_threads(1)
+        assert K._threads() == 1 and numba.get_num_threads() == 1
+        config.set_num_threads(before)
+        assert K._threads() == before
+    finally:
+        config.set_num_threads(before)
