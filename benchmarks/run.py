@@ -398,9 +398,10 @@ after warm-up, minigrad and PyTorch timed in the same process with the same
 number of threads, their calls alternating with an untimed 50 ms pause before
 each, so neither starts while the other's threads are still busy, and then
 30 ms of untimed calls of the same function, so the timed call starts with the
-cores busy, as in a training loop; float32, NCHW).  A run replaces the table of its own CPU and keeps the others.  The
-last column is minigrad's median time divided by PyTorch's: 1.00x is parity,
-2.00x is half PyTorch's speed.  GFLOP/s counts
+cores busy, as in a training loop; float32, NCHW; tables dated before
+2026-12-02 had no such calls).  A run replaces the table of its own CPU and
+keeps the others.  The last column is minigrad's median time divided by
+PyTorch's: 1.00x is parity, 2.00x is half PyTorch's speed.  GFLOP/s counts
 the multiply-adds of the convolutions and linear layers (x2), three products
 per layer for a training step.  On a shared machine, check the load average
 under "Machine" and rerun: a busy machine slows both sides, but not equally.
