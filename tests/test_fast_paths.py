@@ -789,12 +789,14 @@ def _bn_relu_run(arrays, training, how):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("residual", [False, True])
-def test_batch_norm_relu_fused_equals_separate(dtype, training, residual):
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (16, 3)])
+def test_batch_norm_relu_fused_equals_separate(dtype, training, residual, shape):
     """The fused op gives exactly the numbers of batch norm, add and ReLU run one
     after another on the fast path (the same roundings, by construction), and
-    the reference path's within the float tolerance."""
+    the reference path's within the float tolerance; (N, C) input too (a
+    BatchNorm1d then a ReLU in a Sequential)."""
     from minigrad.ops import activation, norm
-    arrays = _bn_relu_inputs(dtype, residual)
+    arrays = _bn_relu_inputs(dtype, residual, shape=shape)
     kind, fused = _bn_relu_run(arrays, training, "fused")
     assert kind is norm.BatchNormReLUFast
     _, separate = _bn_relu_run(arrays, training, "separate")
