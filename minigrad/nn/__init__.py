@@ -5,7 +5,9 @@
 * :mod:`minigrad.nn.container`: ``Sequential``, ``ModuleList``
 * :mod:`minigrad.nn.layers`: ``Conv2d``, ``Linear``, ``BatchNorm1d/2d``,
   ``LocalResponseNorm``, pooling, ``ReLU``, ``Dropout``, ``Flatten``,
-  ``Identity``, ``CrossEntropyLoss``
+  ``Identity``, ``CrossEntropyLoss``; ``bn_relu`` (a batch norm and the ReLU
+  after it, with a residual added in between, as one fused op where no hook
+  watches them)
 * :mod:`minigrad.nn.sync_batchnorm`: ``SyncBatchNorm`` (batch statistics over all ranks)
 * :mod:`minigrad.nn.parallel`: ``DistributedDataParallel`` (gradients averaged over ranks)
 * :mod:`minigrad.nn.functional`: the same operations as functions (``F.conv2d``...)
