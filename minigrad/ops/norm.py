@@ -246,9 +246,10 @@ class BatchNormReLUFast(BatchNormFast):
 
         ĝ = g · [z > 0],     dr = ĝ,     dx, dγ, dβ = batch norm's backward of ĝ
 
-    ĝ is formed while batch norm's backward sums over it, so the ReLU's own
-    pass over memory goes too.  Inputs: x, then γ and β where given, then r
-    where given.
+    ĝ is formed a channel at a time, into dr or into a buffer of one channel
+    that stays in the cache, and batch norm's two passes then read it there:
+    the ReLU's own pass over memory goes too.  Inputs: x, then γ and β where
+    given, then r where given.
     """
 
     def __init__(self, *args, has_residual):
