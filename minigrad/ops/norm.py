@@ -219,10 +219,16 @@ class BatchNormFast(BatchNorm):
     parallel passes; backward from x and the statistics (no x̂ kept)."""
 
     def forward(self, x, *params):
+        return self._fast_forward(x, params)
+
+    def _fast_forward(self, x, params, residual=None, relu=False):
+        """y = BN(x) (+ residual, max 0 where ``relu``): the kernels' one call,
+        the running statistics' update and what the backward keeps."""
         weight = params[0] if self.has_weight else None
         bias = params[-1] if self.has_bias else None
         y, mean, var, inv_std = config.cpu_kernels().batch_norm_forward(
-            x, self.running_mean, self.running_var, weight, bias, self.eps, self.training)
+            x, self.running_mean, self.running_var, weight, bias, self.eps, self.training,
+            residual, relu)
         if self.training and self.running_mean is not None:
             self._update_running(mean, var, x.size // x.shape[1])
         if any(self.needs_input_grad):
@@ -259,16 +265,9 @@ class BatchNormReLUFast(BatchNormFast):
     def forward(self, x, *rest):
         params = rest[:-1] if self.has_residual else rest
         residual = rest[-1] if self.has_residual else None
-        weight = params[0] if self.has_weight else None
-        bias = params[-1] if self.has_bias else None
-        z, mean, var, inv_std = config.cpu_kernels().batch_norm_forward(
-            x, self.running_mean, self.running_var, weight, bias, self.eps, self.training,
-            residual, relu=True)
-        if self.training and self.running_mean is not None:
-            self._update_running(mean, var, x.size // x.shape[1])
+        z = self._fast_forward(x, params, residual, relu=True)
         if any(self.needs_input_grad):
-            self.x, self.z, self.mean, self.inv_std, self.weight = x, z, mean, inv_std, weight
-        self.running_mean = self.running_var = None
+            self.z = z                              # the ReLU's mask, for the backward
         return z
 
     def backward(self, g):
