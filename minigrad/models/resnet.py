@@ -115,12 +115,10 @@ class BasicBlock(nn.Module):
         """The BN whose output is the residual response F(x) (Fig. 7)."""
         return self.bn2
 
-    def residual(self, x):
-        return self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-
     def forward(self, x):
-        # relu2(residual(x) + shortcut(x)); nn.bn_relu runs each BN with the
-        # ReLU (and the addition) after it as one op where no hook watches them
+        # relu2(bn2(conv2(relu1(bn1(conv1(x))))) + shortcut(x)); nn.bn_relu runs
+        # each BN with the ReLU (and the addition) after it as one op where no
+        # hook watches them
         h = self.conv2(nn.bn_relu(self.bn1, self.relu1, self.conv1(x)))
         s = self.shortcut(x) if self.shortcut is not None else None
         return nn.bn_relu(self.bn2, self.relu2, h, s)
@@ -151,13 +149,8 @@ class Bottleneck(nn.Module):
         """The BN whose output is the residual response F(x) (Fig. 7)."""
         return self.bn3
 
-    def residual(self, x):
-        x = self.relu1(self.bn1(self.conv1(x)))
-        x = self.relu2(self.bn2(self.conv2(x)))
-        return self.bn3(self.conv3(x))
-
     def forward(self, x):
-        # relu3(residual(x) + shortcut(x)), BN + ReLU (+ addition) fused by nn.bn_relu
+        # the docstring's formula, each BN + ReLU (+ addition) one op (nn.bn_relu)
         h = self.conv2(nn.bn_relu(self.bn1, self.relu1, self.conv1(x)))
         h = self.conv3(nn.bn_relu(self.bn2, self.relu2, h))
         s = self.shortcut(x) if self.shortcut is not None else None
