@@ -140,11 +140,12 @@ def set_num_threads(n: int) -> None:
     """Threads used by the CPU kernels (at most the number of cores Numba
     found; the BLAS keeps its own setting, e.g. ``OPENBLAS_NUM_THREADS``, except
     inside a convolution, where each of these threads runs its own products)."""
-    import numba
-    numba.set_num_threads(int(n))
     kernels = sys.modules.get(f"{__package__}.kernels.cpu_numba")
     if kernels is not None:                # they keep the count they last read
-        kernels.set_threads(n)
+        kernels.set_threads(n)             # (and set Numba's)
+    else:
+        import numba
+        numba.set_num_threads(int(n))
 
 
 def get_num_threads() -> int:
