@@ -3,11 +3,12 @@
     python -m benchmarks                 # everything; writes docs/benchmarks.md
     python -m benchmarks --quick         # 3 timed runs each, no file written
     python -m benchmarks --only conv     # items whose name contains "conv"
-    python benchmarks/run.py --threads 2 --runs 10
+    python benchmarks/run.py --threads 2 --runs 10 --op-runs 30
 
 Every item is timed in this one process, minigrad then PyTorch, with the same
 number of threads for both (NumPy's BLAS, Numba and PyTorch): a few warm-up
-calls, then ``--runs`` timed calls; the table gives the median and the
+calls, then ``--op-runs`` timed calls of each op (conv, pool, batch norm)
+and ``--runs`` of each training step; the table gives the median and the
 minimum.  Peak memory is the peak resident set of a separate process that runs
 a few ResNet-20 training steps at batch 128 (so nothing else in this process
 counts).  PyTorch's column is left out when torch is not installed.
@@ -393,18 +394,19 @@ the matrix products to NumPy's BLAS.  The plain NumPy code in
 that both give the same numbers.
 
 The tables below, one per machine (its CPU model and the date of the run in
-the heading), are produced by `python -m benchmarks` (medians of {runs} runs
-after warm-up, minigrad and PyTorch timed in the same process with the same
-number of threads, their calls alternating with an untimed 50 ms pause before
-each, so neither starts while the other's threads are still busy, and then
-30 ms of untimed calls of the same function, so the timed call starts with the
-cores busy, as in a training loop; float32, NCHW; tables dated before
-2026-12-02 had no such calls).  A run replaces the table of its own CPU and
-keeps the others.  The last column is minigrad's median time divided by
-PyTorch's: 1.00x is parity, 2.00x is half PyTorch's speed.  GFLOP/s counts
-the multiply-adds of the convolutions and linear layers (x2), three products
-per layer for a training step.  On a shared machine, check the load average
-under "Machine" and rerun: a busy machine slows both sides, but not equally.
+the heading), are produced by `python -m benchmarks` (medians of {op_runs}
+runs of each op and {runs} of each training step after warm-up, minigrad and
+PyTorch timed in the same process with the same number of threads, their calls
+alternating with an untimed 50 ms pause before each, so neither starts while
+the other's threads are still busy, and then 30 ms of untimed calls of the
+same function, so the timed call starts with the cores busy, as in a training
+loop; float32, NCHW; tables dated before 2026-12-02 had no such calls and 10
+runs of each op). A run replaces the table of its own CPU and keeps the
+others. The last column is minigrad's median time divided by PyTorch's: 1.00x
+is parity, 2.00x is half PyTorch's speed. GFLOP/s counts the multiply-adds of
+the convolutions and linear layers (x2), three products per layer for a
+training step. On a shared machine, check the load average under "Machine" and
+rerun: a busy machine slows both sides, but not equally.
 """
 
 
@@ -451,13 +453,15 @@ def machine_section(rows, rss, threads, done=True):
     return text
 
 
-def write_report(path, rows, rss, threads, runs, done=True):
-    """Rewrite ``path``: the method, then one table per machine (this run's
-    replaces the one of the same CPU), then the hand-written notes."""
+def write_report(path, rows, rss, threads, runs, done=True, op_runs=None):
+    """Rewrite ``path``: the method (``runs`` timed runs of a training step,
+    ``op_runs`` of an op, the same by default), then one table per machine
+    (this run's replaces the one of the same CPU), then the hand-written
+    notes."""
     others, notes = _old_parts(path)
     others.pop(cpu_model(), None)
     sections = [machine_section(rows, rss, threads, done)] + list(others.values())
-    text = HEADER.format(runs=runs) + "\n" + "\n\n".join(sections) + "\n" + notes
+    text = HEADER.format(runs=runs, op_runs=runs if op_runs is None else op_runs) + "\n" + "\n\n".join(sections) + "\n" + notes
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -468,7 +472,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--runs", type=int, default=10, help="timed runs of each training step")
+    # An op's samples spread more than a step's (a conv fwd+bwd of about 11 ms
+    # measured 9-18 ms over 30 samples, PyTorch's 8-16 ms), so the median of
+    # an op takes more of them; they are cheap.
+    p.add_argument("--op-runs", type=int, default=30,
+                   help="timed runs of each op (conv, pool, batch norm)")
     p.add_argument("--quick", action="store_true", help="3 runs each; write no file")
     p.add_argument("--only", default="", help="run the items whose group contains this "
                    "(conv, pool, model, memory, or a model name)")
@@ -486,6 +495,7 @@ def main(argv=None):
         peak_rss_child(args.peak_rss_child, args.runs)
         return
     runs = 3 if args.quick else args.runs
+    op_runs = 3 if args.quick else args.op_runs
     rng = np.random.default_rng(0)
     only = args.only
     rows, rss = [], {}
@@ -495,13 +505,13 @@ def main(argv=None):
         # the report is rewritten after every group, so a long run that is
         # stopped early still leaves the rows it finished
         if write:
-            write_report(Path(args.out), rows, rss, threads, runs, done)
+            write_report(Path(args.out), rows, rss, threads, runs, done, op_runs)
 
     if not only or "conv" in only:
-        rows += conv_items(runs, rng)
+        rows += conv_items(op_runs, rng)
         save(False)
     if not only or "pool" in only or "bn" in only:
-        rows += pool_bn_items(runs, rng)
+        rows += pool_bn_items(op_runs, rng)
         save(False)
     names = [m for m in MODELS if not only or only == "model" or only in m]
     for i, name in enumerate(names):

@@ -39,3 +39,14 @@ def test_report_keeps_one_table_per_machine(tmp_path, monkeypatch):
     assert "| 33.0 |" in text and "| 22.0 |" in text and "| 11.0 |" not in text
     assert text.index("## AMD EPYC") < text.index("## Intel Xeon")     # the latest run first
     assert text.endswith(run.NOTES_MARK + "\n\nnotes\n")
+
+
+def test_report_names_both_run_counts(tmp_path):
+    """The method paragraph says how many timed runs each median is of: ops and
+    training steps are timed a different number of times."""
+    out = tmp_path / "benchmarks.md"
+    said = lambda: " ".join(out.read_text(encoding="utf-8").split())
+    run.write_report(out, [], {}, threads=2, runs=10, op_runs=30)
+    assert "medians of 30 runs of each op and 10 of each training step" in said()
+    run.write_report(out, [], {}, threads=2, runs=7)
+    assert "medians of 7 runs of each op and 7 of each training step" in said()
