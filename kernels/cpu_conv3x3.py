@@ -329,7 +329,6 @@ def planes_to_nchw(out, m, nb, bias, use_bias, y, n0):
 KR = 4
 VR = 6 if FLOAT32_LANES == 16 else 3
 READ_AHEAD = VR * FLOAT32_LANES     # positions a block may read past the last one it keeps
-_NACC = KR * VR                     # accumulator vectors of a block
 
 
 @njit(inline="always")
@@ -356,10 +355,49 @@ def pack_blocks(weight, flip, wk):
                     wk[kb, c, t, r] = kernel_tap(weight, flip, KR * kb + r, c, t)
 
 
-@njit(inline="always", fastmath=_FMA)
-def _tap(acc, w, wq, src, p):
-    """acc + (the KR weights w[wq:wq + KR]) ⊗ (VR vectors of src from p)."""
-    return outer_fma(acc, splat_n(w, wq, KR), load_n(src, p, VR))
+def _block_of(vr):
+    """The register block of :func:`conv3x3_blocks` with ``vr`` vectors of
+    positions (a compile-time constant): KR output channels from block kb at
+    positions u0 .. u0 + vr·L − 1, summed over the input channels and the
+    nine taps, and stored into ``of`` (rows ``step`` apart)."""
+    nacc = KR * vr
+
+    @njit(inline="always", fastmath=_FMA)
+    def block(top, mid, bot, o0, o1, o2, cs, length, m, wf, kb, c_in, u0, of, step):
+        acc = zeros_n(of, nacc)
+        for c in range(c_in):
+            p = c * length + m + u0
+            wq = (kb * c_in + c) * 9 * KR
+            acc = outer_fma(acc, splat_n(wf, wq, KR), load_n(top, p + o0, vr))
+            acc = outer_fma(acc, splat_n(wf, wq + KR, KR), load_n(top, cs + p + o0, vr))
+            acc = outer_fma(acc, splat_n(wf, wq + 2 * KR, KR), load_n(top, 2 * cs + p + o0, vr))
+            acc = outer_fma(acc, splat_n(wf, wq + 3 * KR, KR), load_n(mid, p + o1, vr))
+            acc = outer_fma(acc, splat_n(wf, wq + 4 * KR, KR), load_n(mid, cs + p + o1, vr))
+            acc = outer_fma(acc, splat_n(wf, wq + 5 * KR, KR), load_n(mid, 2 * cs + p + o1, vr))
+            acc = outer_fma(acc, splat_n(wf, wq + 6 * KR, KR), load_n(bot, p + o2, vr))
+            acc = outer_fma(acc, splat_n(wf, wq + 7 * KR, KR), load_n(bot, cs + p + o2, vr))
+            acc = outer_fma(acc, splat_n(wf, wq + 8 * KR, KR), load_n(bot, 2 * cs + p + o2, vr))
+        store_rows(of, KR * kb * step + u0, step, acc, vr)
+    return block
+
+
+# The narrower block that ends an image whose vectors of positions are not a
+# whole number of blocks: on 8x8, 16x16 and 32x32 planes (4, 16 and 64
+# vectors of 16 float32) 4 with AVX-512; 2 with AVX2 (8, 32 and 128 of 8).
+VR_TAIL = 4 if VR == 6 else 2
+_block = _block_of(VR)
+_tail_block = _block_of(VR_TAIL)
+
+
+@njit(cache=True)
+def image_blocks(plane, lanes_):
+    """Whether :func:`conv3x3_blocks` goes image by image (its blocks inside
+    each image, the last one narrower: VR_TAIL vectors) rather than over the
+    chunk's positions in one run, whose blocks also cover the m positions
+    between two images: where each image is a whole number of vectors that
+    splits into blocks of VR and at most one of VR_TAIL."""
+    vectors, rest = divmod(plane, lanes_)
+    return rest == 0 and vectors % VR in (0, VR_TAIL)
 
 
 @njit(nogil=True, cache=True, fastmath=_FMA)
@@ -382,6 +420,11 @@ def conv3x3_blocks(rows, offsets, wk, m, plane, nb, out, kb0, kb1):
     :func:`planes_to_nchw` copies the images out of it afterwards (writing
     each block into the images directly, around the gaps between them, made
     the kernel 10-35% slower).
+
+    Where each image's positions split into whole blocks and one narrower
+    block (:func:`image_blocks`), the blocks go image by image and skip the
+    m positions between the images (on 16x16 planes 16 of every 272), else
+    they run over all the chunk's positions.
     """
     prefer_512_bit_vectors()
     top, mid, bot = rows
@@ -390,26 +433,25 @@ def conv3x3_blocks(rows, offsets, wk, m, plane, nb, out, kb0, kb1):
     length = mid.shape[0] // (3 * c_in)
     cs = c_in * length                  # from one shifted copy to the next
     step = out.shape[1]
-    total = nb * (plane + m) - m
+    s = plane + m
+    total = nb * s - m
     span = VR * lanes(out)
     of = out.ravel()
     wf = wk.ravel()
+    by_image = image_blocks(plane, lanes(out))
+    whole = plane - plane % span        # positions of an image in whole blocks
     for kb in range(kb0, kb1):
-        for u0 in range(0, total, span):
-            acc = zeros_n(out, _NACC)
-            for c in range(c_in):
-                p = c * length + m + u0
-                wq = (kb * c_in + c) * 9 * KR
-                acc = _tap(acc, wf, wq, top, p + o0)
-                acc = _tap(acc, wf, wq + KR, top, cs + p + o0)
-                acc = _tap(acc, wf, wq + 2 * KR, top, 2 * cs + p + o0)
-                acc = _tap(acc, wf, wq + 3 * KR, mid, p + o1)
-                acc = _tap(acc, wf, wq + 4 * KR, mid, cs + p + o1)
-                acc = _tap(acc, wf, wq + 5 * KR, mid, 2 * cs + p + o1)
-                acc = _tap(acc, wf, wq + 6 * KR, bot, p + o2)
-                acc = _tap(acc, wf, wq + 7 * KR, bot, cs + p + o2)
-                acc = _tap(acc, wf, wq + 8 * KR, bot, 2 * cs + p + o2)
-            store_rows(of, KR * kb * step + u0, step, acc, VR)
+        if not by_image:
+            for u0 in range(0, total, span):
+                _block(top, mid, bot, o0, o1, o2, cs, length, m, wf, kb, c_in, u0, of, step)
+            continue
+        for b in range(nb):
+            for q0 in range(0, whole, span):
+                _block(top, mid, bot, o0, o1, o2, cs, length, m, wf, kb, c_in, b * s + q0, of,
+                       step)
+            if whole < plane:
+                _tail_block(top, mid, bot, o0, o1, o2, cs, length, m, wf, kb, c_in, b * s + whole,
+                            of, step)
 
 
 @njit(nogil=True, cache=True)

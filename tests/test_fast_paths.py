@@ -224,6 +224,33 @@ def test_direct_3x3_kernels(n, c, k, h, w, stride, dtype, one_image_chunks):
         np.testing.assert_allclose(got, ref, **tol)
 
 
+@pytest.mark.parametrize("h,w,stride,by_image", [
+    (8, 8, 1, True), (16, 16, 1, True), (8, 12, 1, True), (16, 16, 2, True),
+    (7, 7, 1, False), (4, 4, 1, False), (12, 12, 1, False)])
+def test_direct_3x3_blocks_image_by_image(h, w, stride, by_image):
+    """Where an image's output positions are whole blocks and one narrower
+    block, the forward kernel's blocks go image by image and skip the
+    positions between the images; elsewhere they run over the whole chunk.
+    Both against the naive loops and the reference gradients, several
+    images per chunk."""
+    from minigrad.kernels import cpu_conv3x3 as D
+    dtype = np.float32
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    if simd_lanes(dtype) == 16:         # (by_image: with AVX-512's blocks of 6 and 4 vectors)
+        assert D.image_blocks(ho * wo, 16) == by_image
+    rng = np.random.default_rng(h * 100 + w * 10 + stride)
+    n, c, k = 5, 3, 6
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    g = rng.standard_normal((n, k, ho, wo)).astype(dtype)
+    from unittest import mock
+    with mock.patch.object(K, "_threads", lambda: 2):
+        y = K.conv2d_forward(x, wt, b, (stride, stride), (1, 1))
+        grads = K.conv2d_backward(x, wt, g, (stride, stride), (1, 1))
+    assert_conv_matches_reference(x, wt, b, g, stride, y, grads)
+
+
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(3, 6), c=st.sampled_from([1, 8, 13, 24]), k=st.sampled_from([5, 16, 32, 64, 70]),
        h=st.integers(1, 7), w=st.integers(1, 9), dtype=st.sampled_from(DTYPES),
@@ -1158,16 +1185,18 @@ import numpy as np
 from minigrad.kernels import cpu_conv3x3 as D, cpu_numba as K, simd
 assert simd.VECTOR_BYTES == 32 and D.VR == 3, (simd.VECTOR_BYTES, D.VR)
 rng = np.random.default_rng(3)
-for stride in (1, 2):
-    x = rng.standard_normal((3, 5, 7, 9))
+# (the last: 4x8 images, 8 vectors of 4 float64, blocks of 3 and one of 2, image by image)
+assert D.image_blocks(32, 4) and not D.image_blocks(63, 4)
+for i, (stride, hw) in enumerate([(1, (7, 9)), (2, (7, 9)), (1, (4, 8))]):
+    x = rng.standard_normal((3, 5) + hw)
     w = rng.standard_normal((6, 5, 3, 3))
     b = rng.standard_normal(6)
     assert K.direct_3x3_applies(x, w, (stride, stride), (1, 1))
     y = K.conv2d_forward(x, w, b, (stride, stride), (1, 1))
     g = rng.standard_normal(y.shape)
     dx = K.conv2d_backward(x, w, g, (stride, stride), (1, 1))[0]
-    np.save(f"y{stride}.npy", y)
-    np.save(f"dx{stride}.npy", dx)
+    np.save(f"y{i}.npy", y)
+    np.save(f"dx{i}.npy", dx)
 K.NHWC_MIN_CHANNEL_PAIRS = 1            # the channels-last kernels, on a small layer
 x = rng.standard_normal((3, 6, 5, 4))
 w = rng.standard_normal((16, 6, 3, 3))
@@ -1189,9 +1218,10 @@ for dtype in (np.float32, np.float64):
 def test_direct_3x3_on_a_cpu_without_avx512(tmp_path):
     """On a CPU without AVX-512 (compiled for Haswell's AVX2 through Numba's
     own NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, in a cache of its own), the
-    register blocks take the narrower shape and give the same numbers; so do
-    the channels-last kernels (forward, dx and dW) and their layout's blocks
-    transposed in registers (8 x 8 and 4 x 4)."""
+    register blocks take the narrower shape and give the same numbers (image
+    by image too, with the narrower tail block); so do the channels-last
+    kernels (forward, dx and dW) and their layout's blocks transposed in
+    registers (8 x 8 and 4 x 4)."""
     import os
     import subprocess
     import sys
@@ -1203,15 +1233,15 @@ def test_direct_3x3_on_a_cpu_without_avx512(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     rng = np.random.default_rng(3)
-    for stride in (1, 2):
-        x = rng.standard_normal((3, 5, 7, 9))
+    for i, (stride, hw) in enumerate([(1, (7, 9)), (2, (7, 9)), (1, (4, 8))]):
+        x = rng.standard_normal((3, 5) + hw)
         w = rng.standard_normal((6, 5, 3, 3))
         b = rng.standard_normal(6)
         want = naive_conv(x, w, b, stride, 1)
         g = rng.standard_normal(want.shape)
-        np.testing.assert_allclose(np.load(tmp_path / f"y{stride}.npy"), want, rtol=1e-11, atol=1e-11)
+        np.testing.assert_allclose(np.load(tmp_path / f"y{i}.npy"), want, rtol=1e-11, atol=1e-11)
         want_dx = reference_conv_grads(x, w, b, g, stride, 1)[0]
-        np.testing.assert_allclose(np.load(tmp_path / f"dx{stride}.npy"), want_dx,
+        np.testing.assert_allclose(np.load(tmp_path / f"dx{i}.npy"), want_dx,
                                    rtol=1e-11, atol=1e-11)
     x = rng.standard_normal((3, 6, 5, 4))
     w = rng.standard_normal((16, 6, 3, 3))
