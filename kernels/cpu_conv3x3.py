@@ -64,8 +64,8 @@ from numba import carray, njit, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-from .simd import (FLOAT32_LANES, lanes, load_n, outer_fma, prefer_512_bit_vectors, splat_at,
-                   splat_n, store_n, store_rows, zeros_n)
+from .simd import (FLOAT32_LANES, lanes, load_n, load_square, outer_fma, prefer_512_bit_vectors,
+                   splat_at, splat_n, store_n, store_rows, transpose_square, zeros_n)
 
 # The float arithmetic may be contracted into fused multiply-adds (one
 # rounding instead of two); the sums of the weight gradient may also be
@@ -674,20 +674,35 @@ def conv3x3_weight_grad_s2(ph, sg, m, total, dw):
 
 
 @njit(nogil=True, cache=True)
-def transpose_images(x, n0, n1, xt):
-    """xt[b·P + q, c] = x[n0 + b, c, q] for the images n0:n1 of x (N, C, P):
-    the channels of each position side by side, the layout of
-    :func:`weight_grad_lanes`.  By 16 positions at a time, so the rows being
-    written stay in the L1 cache while every channel is read."""
-    _, c_in, plane = x.shape
-    for b in range(n1 - n0):
-        src = x[n0 + b]
+def to_nhwc(x, n0, n1, xt):
+    """xt[(b·H + y)·W + x, c] = x[n0 + b, c, y, x]: images n0:n1 of x
+    (N, C, H, W) channels-last, one row of channels per pixel.  Where the
+    plane and the channels fill whole L x L blocks (L lanes), a block at a
+    time, transposed in registers; else by 16 pixels at a time, so the rows
+    being written stay in the L1 cache while every channel is read.  The
+    layout of :func:`weight_grad_lanes` here, and of the channels-last
+    kernels (cpu_conv3x3_nhwc.py)."""
+    _, c_in, h, w = x.shape
+    plane, row = h * w, xt.shape[1]
+    xf, tf = x.reshape(-1), xt.reshape(-1)
+    n = lanes(xt)
+    if plane % n == 0 and c_in % n == 0:        # L x L blocks, transposed in registers
+        for b in range(n1 - n0):
+            for q0 in range(0, plane, n):
+                for c0 in range(0, c_in, n):
+                    blk = load_square(xf, ((n0 + b) * c_in + c0) * plane + q0, plane)
+                    store_rows(tf, (b * plane + q0) * row + c0, row, transpose_square(blk), 1)
+        return
+    # (unsigned indices: see cpu_conv3x3.shifted_planes)
+    uc, up, row = np.uint64(c_in), np.uint64(plane), np.uint64(row)
+    for b in range(np.uint64(n1 - n0)):
+        src = (np.uint64(n0) + b) * uc * up
         for q0 in range(0, plane, 16):
             q1 = min(plane, q0 + 16)
-            for q in range(q0, q1):
-                d = xt[b * plane + q]
-                for c in range(c_in):
-                    d[c] = src[c, q]
+            for c in range(uc):
+                s = src + c * up
+                for q in range(np.uint64(q0), np.uint64(q1)):
+                    tf[(b * up + q) * row + c] = xf[s + q]
 
 
 # The weight gradient with the input channels in the vector lanes: blocks of
@@ -710,7 +725,7 @@ def weight_grad_lanes(xt, sg, w, m, nb, plane, dw):
 
     nine broadcast values of dY (from its three shifted copies ``sg``, as in
     :func:`conv3x3_weight_grad`) times CV vectors of ``xt`` (the chunk's x from
-    :func:`transpose_images`, one row of channels per position).  The sums
+    :func:`to_nhwc`, one row of channels per position).  The sums
     stay in the lanes, each its own input channel, so there is nothing to
     add across a vector at the end (the other kernel sums 16 positions in
     16 lanes and then adds those up: on 8x8 images, where the sums are short,
@@ -814,7 +829,7 @@ def weight_grad_chunk(how, x, g, n0, n1, stride, m, sx, xt, sg, dw):
       :func:`shifted_planes`) or its four parity planes (stride 2), and
       :func:`conv3x3_weight_grad` or :func:`conv3x3_weight_grad_s2` with dY's
       planes ``sg`` (row length Wo); dw is (K, C, 9);
-    * WG_LANES: x transposed into ``xt`` and :func:`weight_grad_lanes`;
+    * WG_LANES: x channels-last in ``xt`` (:func:`to_nhwc`) and :func:`weight_grad_lanes`;
     * WG_SHIFT_X: x's three shifted copies and :func:`weight_grad_shifting_x`
       with dY ``g`` (N, K, Ho·Wo) as it is; dw is (C, K, 9), taps reversed.
 
@@ -827,7 +842,7 @@ def weight_grad_chunk(how, x, g, n0, n1, stride, m, sx, xt, sg, dw):
         shifted_planes(x, n0, n1, m, sx, 0, 3)
         weight_grad_shifting_x(g, n0, n1, sx, m, dw)
     elif how == WG_LANES:
-        transpose_images(x.reshape(x.shape[0], x.shape[1], -1), n0, n1, xt)
+        to_nhwc(x, n0, n1, xt)
         weight_grad_lanes(xt, sg, m, m, nb, plane, dw)
     elif stride == 1:
         shifted_planes(x, n0, n1, m, sx, 1, 2)

@@ -45,7 +45,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .cpu_conv3x3 import kernel_tap
+from .cpu_conv3x3 import kernel_tap, to_nhwc
 from .simd import (FLOAT32_LANES, lanes, load_at, load_n, load_rows, load_square, outer_fma,
                    prefer_512_bit_vectors, splat_at, splat_n, store_at, store_rows,
                    transpose_square)
@@ -69,36 +69,6 @@ def channel_block(dtype):
 def weight_grad_block(dtype):
     """Output channels per weight-gradient register block (KW vectors)."""
     return KW * FLOAT32_LANES * 4 // np.dtype(dtype).itemsize
-
-
-@njit(nogil=True, cache=True)
-def to_nhwc(x, n0, n1, xt):
-    """xt[(b·H + y)·W + x, c] = x[n0 + b, c, y, x]: images n0:n1 of x
-    (N, C, H, W) channels-last, one row of channels per pixel.  Where the
-    plane and the channels fill whole L x L blocks (L lanes), a block at a
-    time, transposed in registers; else by 16 pixels at a time, so the rows
-    being written stay in the L1 cache while every channel is read."""
-    _, c_in, h, w = x.shape
-    plane, row = h * w, xt.shape[1]
-    xf, tf = x.reshape(-1), xt.reshape(-1)
-    n = lanes(xt)
-    if plane % n == 0 and c_in % n == 0:        # L x L blocks, transposed in registers
-        for b in range(n1 - n0):
-            for q0 in range(0, plane, n):
-                for c0 in range(0, c_in, n):
-                    blk = load_square(xf, ((n0 + b) * c_in + c0) * plane + q0, plane)
-                    store_rows(tf, (b * plane + q0) * row + c0, row, transpose_square(blk), 1)
-        return
-    # (unsigned indices: see cpu_conv3x3.shifted_planes)
-    uc, up, row = np.uint64(c_in), np.uint64(plane), np.uint64(row)
-    for b in range(np.uint64(n1 - n0)):
-        src = (np.uint64(n0) + b) * uc * up
-        for q0 in range(0, plane, 16):
-            q1 = min(plane, q0 + 16)
-            for c in range(uc):
-                s = src + c * up
-                for q in range(np.uint64(q0), np.uint64(q1)):
-                    tf[(b * up + q) * row + c] = xf[s + q]
 
 
 @njit(nogil=True, cache=True)
