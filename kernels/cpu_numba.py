@@ -939,8 +939,12 @@ def _single_threaded_blas():
 # ---------------------------------------------------------------------------
 # Scratch data per chunk of images: three shifted copies of each channel
 # (about 3x the chunk's input), small enough to stay in a core's L2 cache
-# while every output channel reads it.
-DIRECT_CHUNK_BYTES = 1 << 20
+# while every output channel reads it, with the output beside it (the
+# forward of the 16 x 32x32 and 32 x 16x16 layers, of 16 -> 32 channels with
+# stride 2 and of 64 -> 32 on 8x8 in 0.95-0.96 of the time with 0.5 MiB than
+# with 1 MiB, 64 x 16x16 0.99; with 0.25 MiB 0.98-1.08; 60 pairs, 2
+# threads).  The backward's chunks are twice as big (see there).
+DIRECT_CHUNK_BYTES = 1 << 19
 
 
 # Layers with at least this many input x output channels go through im2col:
@@ -1101,11 +1105,11 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
     planes = 3 * c if shift_x else 3 * k + (c if stride == 1 else 4 * c)   # per image
     per_image = planes * lay_g.s * x.itemsize
     # (a chunk's scratch data is more than these planes: dx's output and, for
-    # the lanes dW, x channels-last too.  Chunks of DIRECT_CHUNK_BYTES of
-    # planes, rather than twice that, keep it all in L2: the backward of
-    # 16 x 32x32 and 32 x 16x16 layers 0.93 of the time, 64 x 16x16 1.00,
-    # half as big again 0.95-1.17; 60 pairs, 2 threads)
-    chunks = _SharedChunks(n, per_image, threads, DIRECT_CHUNK_BYTES)
+    # the lanes dW, x channels-last too.  With 1 MiB of planes, rather than
+    # 2, it all stays in L2: the backward of 16 x 32x32 and 32 x 16x16 layers
+    # in 0.93 of the time, 64 x 16x16 1.00; 0.5 MiB 0.95-1.17; 60 pairs,
+    # 2 threads)
+    chunks = _SharedChunks(n, per_image, threads, 2 * DIRECT_CHUNK_BYTES)
     lay_g = _Planes(g.shape, 1, chunks.largest)
     lay_x = _Planes(x.shape, stride, chunks.largest)
     dx = np.empty(x.shape, x.dtype) if need_x else None
