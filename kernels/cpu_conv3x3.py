@@ -19,8 +19,10 @@ offset in one of the three::
 so an output row, a whole plane, even several images in a row, are computed
 by one loop over u that reads nine arrays at fixed offsets and writes one:
 exactly the loop a compiler turns into vector instructions (16 float32 per
-AVX-512 register).  The positions between images are computed too and thrown
-away (W of every H·W + W).
+AVX-512 register).  Where an image's positions do not fill whole register
+blocks (below), the positions between images are computed too and thrown
+away (W of every H·W + W); where they fill whole blocks and one narrower
+block (8x8, 16x16, 32x32 planes), the blocks go image by image and skip them.
 
 **Forward** (``conv3x3_blocks``), a register block at a time: KR = 4
 output channels by VR = 6 vectors of positions (96 positions for float32;
