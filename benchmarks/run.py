@@ -461,7 +461,8 @@ def write_report(path, rows, rss, threads, runs, done=True, op_runs=None):
     others, notes = _old_parts(path)
     others.pop(cpu_model(), None)
     sections = [machine_section(rows, rss, threads, done)] + list(others.values())
-    text = HEADER.format(runs=runs, op_runs=runs if op_runs is None else op_runs) + "\n" + "\n\n".join(sections) + "\n" + notes
+    header = HEADER.format(runs=runs, op_runs=runs if op_runs is None else op_runs)
+    text = header + "\n" + "\n\n".join(sections) + "\n" + notes
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")
