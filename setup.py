@@ -42,6 +42,8 @@ setup(
         "distributed": ["mpi4py>=4", 'mpich; platform_system != "Windows"'],
         "dev": [
             "pytest>=7",
+            # the suite on every core (pyproject.toml: -n auto, at most 4 workers)
+            "pytest-xdist>=3",
             "hypothesis>=6",
             "nbclient>=0.7",
             "nbformat>=5",

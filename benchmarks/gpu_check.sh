@@ -149,9 +149,10 @@ fi
 
 # --- the GPU tests, then tests/kernels with nothing skipped -------------------------------------
 PYTEST_END='(passed|failed|error).* in [0-9.]+s'
-stage gpu-tests 170 "$TESTS" "$PY" -m pytest -m gpu tests -q -rs -p no:cacheprovider
+# (-o addopts=: one process on the one GPU, and no need for pytest-xdist there)
+stage gpu-tests 170 "$TESTS" "$PY" -m pytest -m gpu tests -q -rs -p no:cacheprovider -o addopts=
 note "           $(result_line "$TESTS" "$PYTEST_END")"
-stage kernels 100 "$KTESTS" "$PY" -m pytest tests/kernels -q -rs -p no:cacheprovider
+stage kernels 100 "$KTESTS" "$PY" -m pytest tests/kernels -q -rs -p no:cacheprovider -o addopts=
 KLINE=$(result_line "$KTESTS" "$PYTEST_END")
 note "           $KLINE"
 if echo "$KLINE" | grep -q skipped; then
