@@ -24,14 +24,14 @@ blocks (below), the positions between images are computed too and thrown
 away (W of every H·W + W); where they fill whole blocks and one narrower
 block (8x8, 16x16, 32x32 planes), the blocks go image by image and skip them.
 
-**Forward** (``conv3x3_blocks``), a register block at a time: KR = 4
-output channels by VR = 6 vectors of positions (96 positions for float32;
-with AVX2, VR = 3 vectors of 8), 24 accumulator vectors that stay in
-registers over every input channel c and tap (i, j)::
+**Forward** (``conv3x3_blocks``), a register block at a time: KR = 8
+output channels by VR = 2 vectors of positions (32 positions for float32;
+with AVX2, 4 output channels by 3 vectors of 8), 16 accumulator vectors
+that stay in registers over every input channel c and tap (i, j)::
 
     acc_k[u] += Σ_{c,i,j} w[k, c, i, j] · sh[j][c, u + (i − 1)·W]
 
-Per tap: 6 vector loads of the input and 4 broadcast weights feed 24 fused
+Per tap: 2 vector loads of the input and 8 broadcast weights feed 16 fused
 multiply-adds; the accumulators touch memory once per block, when they are
 stored, whole vectors straight from the registers, into an output laid out
 like the input (``planes_to_nchw`` then copies the images out of it).
@@ -325,11 +325,17 @@ def planes_to_nchw(out, m, nb, bias, use_bias, y, n0):
 # Register blocks: KR output channels x VR vectors of positions, KR·VR
 # accumulators that stay in registers over all the input channels and taps.
 # Per tap: VR loads of the input, KR broadcast weights, KR·VR fused
-# multiply-adds.  With AVX-512 (32 registers of 16 float32) a block is 4 x 6:
-# 24 accumulators, 24 multiply-adds per 10 loads; with AVX2 (16 registers
-# of 8 float32) 4 x 3, which leaves the 4 registers a tap needs besides.
-KR = 4
-VR = 6 if FLOAT32_LANES == 16 else 3
+# multiply-adds.  With AVX-512 (32 registers of 16 float32) a block is 8 x 2:
+# 16 accumulators, and each vector of input, which comes from the L2 cache
+# (every block reads all the chunk's channels), feeds 8 multiply-adds; the
+# weights are broadcast from L1.  Measured on one core of an Intel Xeon
+# (AVX-512), the kernel alone on a chunk: 222-235 GFLOP/s at the four
+# ResNet shapes, against 141-201 with 4 x 6 blocks (24 accumulators, 4
+# multiply-adds per input vector), 211-224 with 4 x 4, 197-217 with 6 x 3.
+# With AVX2 (16 registers of 8 float32) 4 x 3, which leaves the 4 registers
+# a tap needs besides.
+KR = 8 if FLOAT32_LANES == 16 else 4
+VR = 2 if FLOAT32_LANES == 16 else 3
 READ_AHEAD = VR * FLOAT32_LANES     # positions a block may read past the last one it keeps
 
 
@@ -384,9 +390,10 @@ def _block_of(vr):
 
 
 # The narrower block that ends an image whose vectors of positions are not a
-# whole number of blocks: on 8x8, 16x16 and 32x32 planes (4, 16 and 64
-# vectors of 16 float32) 4 with AVX-512; 2 with AVX2 (8, 32 and 128 of 8).
-VR_TAIL = 4 if VR == 6 else 2
+# whole number of blocks: 1 vector with AVX-512 (on a 4x4 or 12x12 plane;
+# 8x8, 16x16 and 32x32 planes are 4, 16 and 64 vectors of 16 float32, whole
+# blocks); 2 with AVX2 (8, 32 and 128 vectors of 8: 3 + 3 + 2, ...).
+VR_TAIL = 1 if VR == 2 else 2
 _block = _block_of(VR)
 _tail_block = _block_of(VR_TAIL)
 
