@@ -328,14 +328,43 @@ def peak_rss(which, threads, steps=5):
 # Report
 # ---------------------------------------------------------------------------
 def cpu_model():
-    """The CPU's model name (from /proc/cpuinfo), or "unknown"."""
+    """The CPU's model name with its family and model numbers (from
+    /proc/cpuinfo), e.g. "Intel(R) Xeon(R) Processor (family 6, model 167)",
+    or "unknown".  Virtual machines of different CPU generations may show the
+    same generic name; the numbers tell them apart, and so their tables."""
+    fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "cpu family", "model") and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip() and fields:      # the first processor's block only
+                break
     except OSError:
         pass
-    return "unknown"
+    name = fields.get("model name", "unknown")
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
+def caches():
+    """The first core's data caches from sysfs, e.g. "L1d 48K, L2 2048K, L3
+    491520K" (each per core or shared, as the kernel reports), or "unknown"."""
+    root = Path("/sys/devices/system/cpu/cpu0/cache")
+    found = []
+    try:
+        for index in sorted(root.glob("index*")):
+            kind = (index / "type").read_text().strip()
+            if kind == "Instruction":
+                continue
+            level = (index / "level").read_text().strip()
+            size = (index / "size").read_text().strip()
+            found.append(f"L{level}{'d' if kind == 'Data' else ''} {size}")
+    except OSError:
+        pass
+    return ", ".join(found) or "unknown"
 
 
 def vector_extensions():
@@ -364,7 +393,7 @@ def machine(threads):
         pass
     lines = [
         f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores visible, "
-        f"{vector_extensions()}",
+        f"{vector_extensions()}; caches of a core: {caches()}",
         f"- threads: {threads} (NumPy's BLAS, Numba and PyTorch alike)",
         f"- Python {platform.python_version()}, NumPy {np.__version__} ({blas}), "
         f"Numba {numba.__version__} (kernels on minigrad's own thread pool)",

@@ -56,14 +56,14 @@ def test_smoke_real_cifar10(cifar10_dir, tmp_path):
 def test_sigint_leaves_resumable_checkpoint(tmp_path):
     out = tmp_path / "run"
     p = subprocess.Popen([sys.executable, str(EX / "train_cifar_resnet.py"), *TINY,
-                          "--synthetic-size", "480", "--batch-size", "16", "--epochs", "2",
+                          "--synthetic-size", "4800", "--batch-size", "16", "--epochs", "2",
                           "--out", str(out)], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
         while not (out / "checkpoint.npz").exists() and time.time() < deadline:
             time.sleep(0.1)
-        time.sleep(1.0)                          # well inside epoch 1 (30 batches)
+        time.sleep(1.0)                          # well inside epoch 1 (300 batches)
         p.send_signal(signal.SIGINT)
         stdout, stderr = p.communicate(timeout=60)
     finally:
@@ -71,11 +71,11 @@ def test_sigint_leaves_resumable_checkpoint(tmp_path):
     assert p.returncode == 130, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
     ck = T.load_checkpoint(out)
-    assert 0 < ck["iteration"] < 60
+    assert 0 < ck["iteration"] < 600
     r = run("train_cifar_resnet.py", "--resume", out, "--quiet")
     assert r.returncode == 0, r.stderr
     assert [row["epoch"] for row in T.read_metrics_csv(out / "metrics.csv")] == [1, 2]
-    assert T.load_checkpoint(out)["iteration"] == 60
+    assert T.load_checkpoint(out)["iteration"] == 600
 
 
 @pytest.fixture(scope="module")
