@@ -327,22 +327,29 @@ def peak_rss(which, threads, steps=5):
 # ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
+def _first_cpu():
+    """The fields of the first processor's block of /proc/cpuinfo ("model
+    name", "cpu family", "flags"...), {} where it cannot be read."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                if fields:
+                    break
+                continue
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
 def cpu_model():
     """The CPU's model name with its family and model numbers (from
     /proc/cpuinfo), e.g. "Intel(R) Xeon(R) Processor (family 6, model 167)",
     or "unknown".  Virtual machines of different CPU generations may show the
     same generic name; the numbers tell them apart, and so their tables."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "cpu family", "model") and key not in fields:
-                fields[key] = value.strip()
-            if not line.strip() and fields:      # the first processor's block only
-                break
-    except OSError:
-        pass
+    fields = _first_cpu()
     name = fields.get("model name", "unknown")
     if "cpu family" in fields and "model" in fields:
         name += f" (family {fields['cpu family']}, model {fields['model']})"
@@ -369,17 +376,14 @@ def caches():
 
 def vector_extensions():
     """The widest x86 vector extension the CPU reports (AVX-512, AVX2...)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                for name, flag in (("AVX-512", "avx512f"), ("AVX2", "avx2"), ("AVX", "avx")):
-                    if flag in flags:
-                        return name
-                return "none of AVX, AVX2, AVX-512"
-    except OSError:
-        pass
-    return "unknown"
+    fields = _first_cpu()
+    if "flags" not in fields:
+        return "unknown"
+    flags = set(fields["flags"].split())
+    for name, flag in (("AVX-512", "avx512f"), ("AVX2", "avx2"), ("AVX", "avx")):
+        if flag in flags:
+            return name
+    return "none of AVX, AVX2, AVX-512"
 
 
 def machine(threads):

@@ -329,9 +329,10 @@ def planes_to_nchw(out, m, nb, bias, use_bias, y, n0):
 # 16 accumulators, and each vector of input, which comes from the L2 cache
 # (every block reads all the chunk's channels), feeds 8 multiply-adds; the
 # weights are broadcast from L1.  Measured on one core of an Intel Xeon
-# (AVX-512), the kernel alone on a chunk: 222-235 GFLOP/s at the four
-# ResNet shapes, against 141-201 with 4 x 6 blocks (24 accumulators, 4
-# multiply-adds per input vector), 211-224 with 4 x 4, 197-217 with 6 x 3.
+# (family 6, model 167; AVX-512) on 2026-12-02, the kernel alone on a
+# chunk: 222-235 GFLOP/s at the four ResNet shapes, against 141-201 with
+# 4 x 6 blocks (24 accumulators, 4 multiply-adds per input vector), 211-224
+# with 4 x 4, 197-217 with 6 x 3.
 # With AVX2 (16 registers of 8 float32) 4 x 3, which leaves the 4 registers
 # a tap needs besides.
 KR = 8 if FLOAT32_LANES == 16 else 4
