@@ -832,8 +832,8 @@ def conv3x3_chunk(x, n0, n1, stride, m, buf, j0, j1, rows, offsets, wk, out, bia
 
 @njit(nogil=True, cache=True)
 def weight_grad_chunk(how, x, g, n0, n1, stride, m, sx, xt, sg, dw):
-    """dw = the part of images n0:n1 in the weight gradient (overwritten):
-    x's layout for the chunk, then the sums, one of
+    """dw += the part of images n0:n1 in the weight gradient: x's layout for
+    the chunk, then the sums, one of
 
     * WG_PLANES: x unshifted (stride 1: the copy j = 1 of
       :func:`shifted_planes`) or its four parity planes (stride 2), and
@@ -844,7 +844,6 @@ def weight_grad_chunk(how, x, g, n0, n1, stride, m, sx, xt, sg, dw):
       with dY ``g`` (N, K, Ho·Wo) as it is; dw is (C, K, 9), taps reversed.
 
     ``m`` is the output row length Wo (the row length of both layouts)."""
-    dw.fill(0)
     nb = n1 - n0
     plane = g.shape[2]                  # Ho·Wo
     total = nb * (plane + m) - m

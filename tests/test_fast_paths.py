@@ -312,16 +312,72 @@ def test_channels_last_weight_grad_of_stride_2(n, c, blocks, h, w, dtype, tile):
     assert_conv_matches_reference(x, wt, b, g, stride, y, grads)
 
 
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 2), (2, 1), (2, 2), (3, 4), (4, 4), (5, 3)])
+def test_pixel_runs_are_every_tap_inside_the_plane_once(h, w):
+    """The runs of the small-plane products cover each (tap, output pixel)
+    pair whose input pixel lies inside the plane exactly once, with that
+    input pixel: against a loop over every pair."""
+    want = set()
+    for t in range(9):
+        i, j = divmod(t, 3)
+        for oy in range(h):
+            for ox in range(w):
+                iy, ix = oy + i - 1, ox + j - 1
+                if 0 <= iy < h and 0 <= ix < w:
+                    want.add((t, oy * w + ox, iy * w + ix))
+    got = [(t, p, p + d) for t, p0, count, d in K.pixel_runs(h, w) for p in range(p0, p0 + count)]
+    assert len(got) == len(set(got)) and set(got) == want
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 4), hw=st.sampled_from([(1, 1), (1, 2), (2, 1), (2, 2), (1, 4), (4, 1)]),
+       c=st.integers(1, 9), k=st.integers(1, 9), threads=st.integers(1, 3),
+       dtype=st.sampled_from(DTYPES))
+def test_small_planes_as_matrix_products(n, hw, c, k, threads, dtype):
+    """A 3x3 convolution on planes of at most 4 pixels as matrix products
+    per run of pixels (forced for few channels), on one to three threads:
+    the output and the three gradients against the naive loops and the
+    reference gradients, and bit-identical when repeated."""
+    from unittest import mock
+    h, w = hw
+    rng = np.random.default_rng(n * 1000 + c * 100 + k * 10 + h * 4 + w)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    g = rng.standard_normal((n, k, h, w)).astype(dtype)
+    with mock.patch.object(K, "_threads", lambda: threads), \
+            mock.patch.object(K, "PIXEL_GEMM_MIN_CHANNEL_PAIRS", 1), \
+            mock.patch.object(K, "_nhwc_conv", side_effect=AssertionError("channels-last")):
+        assert K.pixel_gemm_applies(x, wt, (1, 1), (1, 1))
+        y = K.conv2d_forward(x, wt, b, (1, 1), (1, 1))
+        grads = K.conv2d_backward(x, wt, g, (1, 1), (1, 1))
+        again = K.conv2d_backward(x, wt, g, (1, 1), (1, 1))
+        only_w = K.conv2d_backward(x, wt, g, (1, 1), (1, 1), False, True, False)
+    assert_conv_matches_reference(x, wt, b, g, 1, y, grads)
+    for a, r in zip(grads, again):
+        np.testing.assert_array_equal(a, r)
+    assert only_w[0] is None and only_w[2] is None
+    np.testing.assert_array_equal(only_w[1], grads[1])
+    assert all(a.dtype == dtype for a in (y, *grads))
+
+
 def test_channels_last_path_takes_the_deep_layers_of_vgg():
     """VGG's layers of 128 x 256 channels and more on 8x8 images or smaller
-    and ResNet's 64 x 64 on 8x8 go through the channels-last kernels, fewer
-    channels and the 16x16 layers do not, but the weight gradient of
-    ResNet's stride-2 layer into 64 channels does."""
+    and ResNet's 64 x 64 on 8x8 go through the channels-last kernels (those
+    on 2x2, with 256 x 256 channels and more, through matrix products per
+    run of pixels), fewer channels and the 16x16 layers do not, but the
+    weight gradient of ResNet's stride-2 layer into 64 channels does."""
     def applies(c, k, hw):
         return K.nhwc_3x3_applies(np.empty((8, c, hw, hw), np.float32),
                                   np.empty((k, c, 3, 3), np.float32), (1, 1), (1, 1))
+
+    def pixels(c, k, hw):
+        return K.pixel_gemm_applies(np.empty((8, c, hw, hw), np.float32),
+                                    np.empty((k, c, 3, 3), np.float32), (1, 1), (1, 1))
     assert applies(128, 256, 8) and applies(256, 256, 8) and applies(512, 512, 2)
     assert applies(64, 64, 8) and applies(64, 128, 4)
+    assert pixels(512, 512, 2) and pixels(256, 512, 2) and pixels(256, 256, 2)
+    assert not pixels(512, 512, 4) and not pixels(128, 128, 2) and not pixels(256, 256, 8)
     assert not applies(32, 64, 8) and not applies(32, 32, 8)
     assert not applies(128, 128, 16) and not applies(256, 256, 16)
     # the weight gradient of ResNet's stride-2 layer into 64 channels
