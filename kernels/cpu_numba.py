@@ -20,10 +20,15 @@ path, the code to read first); these compute the same numbers faster by
   fault per 4 KiB the first time it is touched, which can cost more than the
   work itself).
 
-3x3 convolutions with padding 1 (stride 1 or 2, up to 128x128 channels)
-run on the direct kernels of ``kernels/cpu_conv3x3.py``, which read three
-shifted copies of each input channel instead of im2col's nine; the other
-convolutions and the wide layers go through im2col and NumPy's BLAS.
+3x3 convolutions with padding 1 (stride 1 or 2, fewer than 256 x 256
+input x output channels) run on the direct kernels of
+``kernels/cpu_conv3x3.py``, which read three shifted copies of each input
+channel instead of im2col's nine; stride-1 layers with many channels on
+planes of 8x8 and less on the channels-last kernels of
+``kernels/cpu_conv3x3_nhwc.py``, and on planes of at most 4 pixels (with
+256 x 256 channels and more) as one BLAS product per tap and row of pixels
+(:func:`_pixel_gemm_forward`); the other convolutions go through im2col and
+NumPy's BLAS.
 
 Conventions: arrays are C-contiguous NCHW; outputs are the last argument(s)
 and are fully overwritten; float32 and float64 both work (float64 is what the
