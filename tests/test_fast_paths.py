@@ -361,6 +361,33 @@ def test_small_planes_as_matrix_products(n, hw, c, k, threads, dtype):
     assert all(a.dtype == dtype for a in (y, *grads))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,c,k,h,w", [(3, 3, 5, 4, 4), (3, 4, 6, 3, 4), (4, 2, 3, 1, 16),
+                                       (5, 5, 2, 4, 3)])
+def test_weight_gradient_by_pixel_runs_beside_channels_last_dx(n, c, k, h, w, dtype):
+    """A channels-last backward on a plane of up to 16 pixels whose weight
+    gradient goes through the products per run of pixels (forced for few
+    channels), on three threads: dx, dW and db against the reference
+    gradients."""
+    from unittest import mock
+    rng = np.random.default_rng(n * 1000 + c * 100 + k * 10 + h + w)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    g = rng.standard_normal((n, k, h, w)).astype(dtype)
+    with mock.patch.object(K, "_threads", lambda: 3), \
+            mock.patch.object(K, "NHWC_MIN_CHANNEL_PAIRS", 1), \
+            mock.patch.object(K, "PIXEL_GEMM_DW_MIN_CHANNEL_PAIRS", 1), \
+            mock.patch.object(K, "_nhwc_weight_grad", side_effect=AssertionError("nhwc dW")):
+        assert K.nhwc_3x3_applies(x, wt, (1, 1), (1, 1))
+        assert not K.pixel_gemm_applies(x, wt, (1, 1), (1, 1))
+        grads = K.conv2d_backward(x, wt, g, (1, 1), (1, 1))
+    tol = fast_3x3_tolerance(dtype)
+    for got, want in zip(grads, reference_conv_grads(x, wt, b, g, 1, 1)):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, **tol)
+
+
 def test_channels_last_path_takes_the_deep_layers_of_vgg():
     """VGG's layers of 128 x 256 channels and more on 8x8 images or smaller
     and ResNet's 64 x 64 on 8x8 go through the channels-last kernels (those
@@ -378,6 +405,12 @@ def test_channels_last_path_takes_the_deep_layers_of_vgg():
     assert applies(64, 64, 8) and applies(64, 128, 4)
     assert pixels(512, 512, 2) and pixels(256, 512, 2) and pixels(256, 256, 2)
     assert not pixels(512, 512, 4) and not pixels(128, 128, 2) and not pixels(256, 256, 8)
+
+    def pixels_dw(c, k, hw):         # the weight gradient alone, next to channels-last dx
+        return K.pixel_weight_grad_applies(np.empty((8, c, hw, hw), np.float32),
+                                           np.empty((k, c, 3, 3), np.float32))
+    assert pixels_dw(512, 512, 4) and pixels_dw(256, 512, 4)
+    assert not pixels_dw(128, 256, 4) and not pixels_dw(512, 512, 8)
     assert not applies(32, 64, 8) and not applies(32, 32, 8)
     assert not applies(128, 128, 16) and not applies(256, 256, 16)
     # the weight gradient of ResNet's stride-2 layer into 64 channels
