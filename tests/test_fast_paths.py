@@ -165,6 +165,17 @@ def reference_conv_grads(x, w, b, g, s, p):
     return [t.grad.numpy() for t in ts]
 
 
+def conv_3x3_case(seed, n, c, k, h, w, dtype, stride=1):
+    """Random (x, weight, bias, dY) of a 3x3 convolution with padding 1."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    g = rng.standard_normal((n, k, ho, wo)).astype(dtype)
+    return x, wt, b, g
+
+
 def fast_3x3_tolerance(dtype):
     """Tolerances of the fast 3x3 paths against the naive loops and the float64 references."""
     return dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
@@ -201,12 +212,7 @@ def test_direct_3x3_kernels(n, c, k, h, w, stride, dtype, one_image_chunks):
     the naive loops and the reference gradients; the backward also without
     dx, as for a network's first layer."""
     from unittest import mock
-    rng = np.random.default_rng(n * 1000 + c * 100 + k * 10 + h + w)
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    wt = rng.standard_normal((k, c, 3, 3)).astype(dtype)
-    b = rng.standard_normal(k).astype(dtype)
-    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    g = rng.standard_normal((n, k, ho, wo)).astype(dtype)
+    x, wt, b, g = conv_3x3_case(n * 1000 + c * 100 + k * 10 + h + w, n, c, k, h, w, dtype, stride)
     s = (stride, stride)
     with mock.patch.object(K, "_threads", lambda: 3), \
             mock.patch.object(K, "DIRECT_CHUNK_BYTES", 1 if one_image_chunks else 1 << 30):
@@ -238,12 +244,7 @@ def test_direct_3x3_blocks_image_by_image(h, w, stride, by_image):
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     if simd_lanes(dtype) == 16:         # (by_image: with AVX-512's blocks of 2 vectors and 1)
         assert D.image_blocks(ho * wo, 16) == by_image
-    rng = np.random.default_rng(h * 100 + w * 10 + stride)
-    n, c, k = 5, 3, 6
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    wt = rng.standard_normal((k, c, 3, 3)).astype(dtype)
-    b = rng.standard_normal(k).astype(dtype)
-    g = rng.standard_normal((n, k, ho, wo)).astype(dtype)
+    x, wt, b, g = conv_3x3_case(h * 100 + w * 10 + stride, 5, 3, 6, h, w, dtype, stride)
     from unittest import mock
     with mock.patch.object(K, "_threads", lambda: 2):
         y = K.conv2d_forward(x, wt, b, (stride, stride), (1, 1))
@@ -263,11 +264,7 @@ def test_channels_last_3x3_kernels(n, c, k, h, w, dtype, one_image_chunks, tile)
     weight-gradient tiles of one image, of a few, of the whole batch, against
     the naive loops and the reference gradients."""
     from unittest import mock
-    rng = np.random.default_rng(n * 1000 + c * 100 + k * 10 + h + w)
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    wt = rng.standard_normal((k, c, 3, 3)).astype(dtype)
-    b = rng.standard_normal(k).astype(dtype)
-    g = rng.standard_normal((n, k, h, w)).astype(dtype)
+    x, wt, b, g = conv_3x3_case(n * 1000 + c * 100 + k * 10 + h + w, n, c, k, h, w, dtype)
     with mock.patch.object(K, "_threads", lambda: 3), \
             mock.patch.object(K, "NHWC_MIN_CHANNEL_PAIRS", 1), \
             mock.patch.object(K, "NHWC_MAX_PLANE", 64), mock.patch.object(K, "TILE", tile), \
@@ -298,11 +295,8 @@ def test_channels_last_weight_grad_of_stride_2(n, c, blocks, h, w, dtype, tile):
     k = blocks * channel_block(dtype)
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     assume(ho * wo <= 64)
-    rng = np.random.default_rng(n * 1000 + c * 100 + blocks * 10 + h + w)
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    wt = rng.standard_normal((k, c, 3, 3)).astype(dtype)
-    b = rng.standard_normal(k).astype(dtype)
-    g = rng.standard_normal((n, k, ho, wo)).astype(dtype)
+    x, wt, b, g = conv_3x3_case(n * 1000 + c * 100 + blocks * 10 + h + w, n, c, k, h, w, dtype,
+                                stride)
     s = (stride, stride)
     with mock.patch.object(K, "_threads", lambda: 3), mock.patch.object(K, "TILE", tile), \
             mock.patch.object(K, "_conv3x3_backward", side_effect=AssertionError("direct dx")):
@@ -340,11 +334,7 @@ def test_small_planes_as_matrix_products(n, hw, c, k, threads, dtype):
     reference gradients, and bit-identical when repeated."""
     from unittest import mock
     h, w = hw
-    rng = np.random.default_rng(n * 1000 + c * 100 + k * 10 + h * 4 + w)
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    wt = rng.standard_normal((k, c, 3, 3)).astype(dtype)
-    b = rng.standard_normal(k).astype(dtype)
-    g = rng.standard_normal((n, k, h, w)).astype(dtype)
+    x, wt, b, g = conv_3x3_case(n * 1000 + c * 100 + k * 10 + h * 4 + w, n, c, k, h, w, dtype)
     with mock.patch.object(K, "_threads", lambda: threads), \
             mock.patch.object(K, "PIXEL_GEMM_MIN_CHANNEL_PAIRS", 1), \
             mock.patch.object(K, "_nhwc_conv", side_effect=AssertionError("channels-last")):
@@ -370,11 +360,7 @@ def test_weight_gradient_by_pixel_runs_beside_channels_last_dx(n, c, k, h, w, dt
     channels), on three threads: dx, dW and db against the reference
     gradients."""
     from unittest import mock
-    rng = np.random.default_rng(n * 1000 + c * 100 + k * 10 + h + w)
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    wt = rng.standard_normal((k, c, 3, 3)).astype(dtype)
-    b = rng.standard_normal(k).astype(dtype)
-    g = rng.standard_normal((n, k, h, w)).astype(dtype)
+    x, wt, b, g = conv_3x3_case(n * 1000 + c * 100 + k * 10 + h + w, n, c, k, h, w, dtype)
     with mock.patch.object(K, "_threads", lambda: 3), \
             mock.patch.object(K, "NHWC_MIN_CHANNEL_PAIRS", 1), \
             mock.patch.object(K, "PIXEL_GEMM_DW_MIN_CHANNEL_PAIRS", 1), \
