@@ -439,7 +439,9 @@ others. The last column is minigrad's median time divided by PyTorch's: 1.00x
 is parity, 2.00x is half PyTorch's speed. GFLOP/s counts the multiply-adds of
 the convolutions and linear layers (x2), three products per layer for a
 training step. On a shared machine, check the load average under "Machine" and
-rerun: a busy machine slows both sides, but not equally.
+rerun: a busy machine slows both sides, but not equally. Where a step's
+convolution time goes, layer by layer (forward, dx and dW apart, the kernels
+each takes, beside PyTorch's): `python -m benchmarks.layers --model resnet20`.
 """
 
 

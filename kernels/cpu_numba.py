@@ -1089,7 +1089,7 @@ def _lanes_weight_grad(x, stride):
 RUN_PART_RATIO = 8
 
 
-def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
+def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b, how=WG_PLANES):
     """(dx, dweight, dbias) of a 3x3 convolution with padding 1, chunk by
     chunk: the shifted planes of dY, then dx (for stride 1 the same
     convolution of dY with the flipped kernel, for stride 2 the kernel of
@@ -1101,16 +1101,10 @@ def _conv3x3_backward(x, weight, grad, stride, need_x, need_w, need_b):
     g = np.ascontiguousarray(grad)
     threads = _threads()
     lay_g = _Planes(g.shape, 1, 1)                      # dY: shifted planes, Ho x Wo
-    # How the weight gradient is summed.  A layer with no dx to compute and
-    # fewer input than output channels (a network's first layer) shifts x
-    # instead of dY: three copies of its few channels, and dY as it is,
-    # with no layout at all.
-    if need_w and not need_x and stride == 1 and c < k:
-        how = WG_SHIFT_X
-    elif need_w and _lanes_weight_grad(x, stride):
-        how = WG_LANES
-    else:
-        how = WG_PLANES
+    # How the weight gradient is summed (``how``, chosen by conv2d_routes).
+    # A layer with no dx to compute and fewer input than output channels (a
+    # network's first layer) shifts x instead of dY: three copies of its few
+    # channels, and dY as it is, with no layout at all.
     shift_x = how == WG_SHIFT_X
     planes = 3 * c if shift_x else 3 * k + (c if stride == 1 else 4 * c)   # per image
     per_image = planes * lay_g.s * x.itemsize
@@ -1219,7 +1213,8 @@ def nhwc_weight_grad_applies(x, weight, grad, stride):
     pairs; 64 -> 128 onto 4x4: 0.65 and 0.50).  A stride-1 layer takes it
     with the rest of its channels-last backward."""
     fills = weight.shape[0] % weight_grad_block(x.dtype) == 0 and weight.shape[1] % CT == 0
-    return fills and (stride == 1 or grad.shape[2] * grad.shape[3] <= NHWC_MAX_PLANE)
+    gh, gw = (grad if isinstance(grad, tuple) else grad.shape)[2:]     # dY or its shape
+    return fills and (stride == 1 or gh * gw <= NHWC_MAX_PLANE)
 
 
 def _nhwc_conv(x, weight, flip, bias):
@@ -1311,7 +1306,7 @@ def _nhwc_weight_grad(x, grad, stride=1, need_b=False):
     return dw.reshape(k, c, 3, 3), db
 
 
-def _nhwc_backward(x, weight, grad, need_x, need_w, need_b):
+def _nhwc_backward(x, weight, grad, need_x, need_w, need_b, dw_route):
     """(dx, dweight, dbias) channels-last: dx is the convolution of dY with
     the flipped kernel (:func:`_nhwc_conv`), dW and db
     :func:`_nhwc_weight_grad` where the channels fill its register blocks
@@ -1320,9 +1315,9 @@ def _nhwc_backward(x, weight, grad, need_x, need_w, need_b):
     g = np.ascontiguousarray(grad)
     dx = _nhwc_conv(g, weight, True, None) if need_x else None
     dw = db = None
-    if need_w and pixel_weight_grad_applies(x, weight):
+    if need_w and dw_route == PIXELS:
         _, dw, db = _pixel_gemm_backward(x, weight, g, False, True, need_b)
-    elif need_w and nhwc_weight_grad_applies(x, weight, g, 1):
+    elif need_w and dw_route == NHWC:
         dw, db = _nhwc_weight_grad(x, g, 1, need_b)
     elif need_w:
         dw = _im2col_conv2d_backward(x, weight, g, (1, 1), (1, 1), False, True, False)[1]
@@ -1548,15 +1543,62 @@ def pixel_weight_grad_applies(x, weight):
             and weight.shape[0] * weight.shape[1] >= PIXEL_GEMM_DW_MIN_CHANNEL_PAIRS)
 
 
+# ---------------------------------------------------------------------------
+# Which kernels take a convolution
+# ---------------------------------------------------------------------------
+PIXELS, NHWC, DIRECT, IM2COL = "pixel products", "channels-last", "direct", "im2col"
+# how the direct backward sums dW (weight_grad_chunk's ``how``)
+DIRECT_DW = {"direct, planes": WG_PLANES, "direct, lanes": WG_LANES,
+             "direct, shifted x": WG_SHIFT_X}
+
+
+def conv2d_routes(x, weight, stride, padding, need_x=True):
+    """The kernels that :func:`conv2d_forward` and :func:`conv2d_backward`
+    run on these arrays, by name, as (forward, dx, dW and db); the two
+    functions choose by this one, so the names are the truth.  Each is one of
+    PIXELS, NHWC, DIRECT and IM2COL, and the direct dW one of DIRECT_DW (dY's
+    shifted planes with x's planes, x channels-last in the vector lanes, or
+    x's three shifted copies for a first layer that needs no dx); dx is None
+    where ``need_x`` is false."""
+    stride, padding = tuple(stride), tuple(padding)
+    if pixel_gemm_applies(x, weight, stride, padding):
+        fwd = dx = dw = PIXELS
+    elif nhwc_3x3_applies(x, weight, stride, padding):
+        fwd = dx = NHWC
+        if pixel_weight_grad_applies(x, weight):
+            dw = PIXELS
+        elif nhwc_weight_grad_applies(x, weight, x, 1):
+            dw = NHWC
+        else:
+            dw = IM2COL
+    elif direct_3x3_applies(x, weight, stride, padding):
+        fwd = dx = DIRECT
+        s = stride[0]
+        out_shape = (0, 0, _out_size(x.shape[2], 3, s, 1), _out_size(x.shape[3], 3, s, 1))
+        if s == 2 and nhwc_weight_grad_applies(x, weight, out_shape, 2):
+            dx, dw = IM2COL, NHWC      # onto a small plane: col2im's dx, dW channels-last
+        elif not need_x and s == 1 and x.shape[1] < weight.shape[0]:
+            dw = "direct, shifted x"
+        elif _lanes_weight_grad(x, s):
+            dw = "direct, lanes"
+        else:
+            dw = "direct, planes"
+    else:
+        fwd = dx = dw = IM2COL
+    return fwd, (dx if need_x else None), dw
+
+
 def conv2d_forward(x, weight, bias, stride, padding):
     """y = conv2d(x, weight, bias, stride, padding): the direct kernels for
-    3x3 convolutions with padding 1 and stride 1 or 2, im2col otherwise."""
+    3x3 convolutions with padding 1 and stride 1 or 2, im2col otherwise
+    (:func:`conv2d_routes`)."""
     x = np.ascontiguousarray(x)
-    if pixel_gemm_applies(x, weight, stride, padding):
+    route = conv2d_routes(x, weight, stride, padding)[0]
+    if route == PIXELS:
         return _pixel_gemm_forward(x, weight, bias)
-    if nhwc_3x3_applies(x, weight, stride, padding):
+    if route == NHWC:
         return _nhwc_conv(x, weight, False, bias)
-    if direct_3x3_applies(x, weight, stride, padding):
+    if route == DIRECT:
         return _conv3x3_forward(x, weight, bias, stride[0])
     return _im2col_conv2d_forward(x, weight, bias, stride, padding)
 
@@ -1608,20 +1650,22 @@ def _im2col_conv2d_forward(x, weight, bias, stride, padding):
 def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, need_b=True):
     """(dx, dweight, dbias) of conv2d (each None where not needed): the direct
     kernels for 3x3 convolutions with padding 1 and stride 1 or 2, im2col
-    otherwise."""
+    otherwise (:func:`conv2d_routes`)."""
     x = np.ascontiguousarray(x)
-    if pixel_gemm_applies(x, weight, stride, padding):
+    fwd, dx_route, dw_route = conv2d_routes(x, weight, stride, padding, need_x)
+    if fwd == PIXELS:
         return _pixel_gemm_backward(x, weight, grad, need_x, need_w, need_b)
-    if nhwc_3x3_applies(x, weight, stride, padding):
-        return _nhwc_backward(x, weight, grad, need_x, need_w, need_b)
-    if direct_3x3_applies(x, weight, stride, padding):
-        if stride[0] == 2 and nhwc_weight_grad_applies(x, weight, grad, 2):
-            # onto a small plane: dx (and db) by im2col's col2im, dW channels-last
-            dx, _, db = _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, False,
-                                                need_b)
-            dw = _nhwc_weight_grad(x, np.ascontiguousarray(grad), 2)[0] if need_w else None
-            return dx, dw, db
-        return _conv3x3_backward(x, weight, grad, stride[0], need_x, need_w, need_b)
+    if fwd == NHWC:
+        return _nhwc_backward(x, weight, grad, need_x, need_w, need_b, dw_route)
+    if fwd == DIRECT and dw_route == NHWC:
+        # stride 2 onto a small plane: dx (and db) by im2col's col2im, dW channels-last
+        dx, _, db = _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, False,
+                                            need_b)
+        dw = _nhwc_weight_grad(x, np.ascontiguousarray(grad), 2)[0] if need_w else None
+        return dx, dw, db
+    if fwd == DIRECT:
+        how = DIRECT_DW[dw_route] if need_w else WG_PLANES
+        return _conv3x3_backward(x, weight, grad, stride[0], need_x, need_w, need_b, how)
     return _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, need_w, need_b)
 
 

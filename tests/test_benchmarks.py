@@ -50,3 +50,31 @@ def test_report_names_both_run_counts(tmp_path):
     assert "medians of 30 runs of each op and 10 of each training step" in said()
     run.write_report(out, [], {}, threads=2, runs=7)
     assert "medians of 7 runs of each op and 7 of each training step" in said()
+
+
+def test_layer_benchmark_finds_each_convolution_of_resnet20_with_its_count():
+    """benchmarks.layers: ResNet-20's 19 convolutions (6n + 1, n = 3), as six
+    distinct layers with their counts, and no dx for the first one."""
+    from benchmarks import layers
+    found = [(tuple(lay["x"][1:]), lay["w"][0], lay["stride"], lay["need_x"], lay["count"])
+             for lay in layers.conv_layers("resnet20", batch=2)]
+    assert found == [((3, 32, 32), 16, (1, 1), False, 1), ((16, 32, 32), 16, (1, 1), True, 6),
+                     ((16, 32, 32), 32, (2, 2), True, 1), ((32, 16, 16), 32, (1, 1), True, 5),
+                     ((32, 16, 16), 64, (2, 2), True, 1), ((64, 8, 8), 64, (1, 1), True, 5)]
+
+
+def test_layer_table_adds_the_layers_up_by_their_counts():
+    from benchmarks import layers
+    convs = layers.conv_layers("resnet20", batch=2)
+    first, deep = convs[0], convs[-1]
+    results = [(first, {"fwd": (1.0, 2.0), "bwd": (1.0, 1.0), "dW": (1.0, 1.0)}),
+               (deep, {p: (2.0, 1.0) for p in layers.PARTS})]
+    text = layers.table("resnet20", results, threads=2)
+    lines = text.splitlines()
+    assert lines[-3].startswith("| 3 -> 16 on 32x32 | 1 | direct; dx -; dW direct, shifted x | "
+                                "1.00 / 2.00 (0.50x) |")
+    assert lines[-3].split(" | ")[5] == "-"                     # no dx for the first layer
+    assert lines[-2].startswith("| 64 -> 64 on 8x8 | 5 | channels-last | 2.00 / 1.00 (2.00x) |")
+    # forward: 1 x 1.0 + 5 x 2.0 = 11 against 1 x 2.0 + 5 x 1.0 = 7; dx: the deep layers only
+    assert lines[-1] == ("| all, times their number | 6 |  | 11.00 / 7.00 (1.57x) | "
+                         "11.00 / 6.00 (1.83x) | 10.00 / 5.00 (2.00x) | 11.00 / 6.00 (1.83x) |")

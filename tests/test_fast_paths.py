@@ -5,6 +5,8 @@
    (forward and every gradient), and a float64 gradient check with it on.
 Shapes are tiny: this file is about correctness; timing lives in benchmarks/.
 """
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
@@ -405,6 +407,75 @@ def test_channels_last_path_takes_the_deep_layers_of_vgg():
                                                        (64, 32, 3, 3)))
     assert K.nhwc_weight_grad_applies(x16, w64, np.empty((8, 64, 8, 8), np.float32), 2)
     assert not K.nhwc_weight_grad_applies(x32, w64, np.empty((8, 64, 16, 16), np.float32), 2)
+
+
+def _routes_run(x, wt, g, stride, need_x):
+    """The routes a forward and a backward pass of these arrays really take,
+    read from which of cpu_numba's drivers were called and with what."""
+    from unittest import mock
+    names = ("_pixel_gemm_forward", "_pixel_gemm_backward", "_nhwc_conv", "_nhwc_weight_grad",
+             "_conv3x3_forward", "_conv3x3_backward", "_im2col_conv2d_forward",
+             "_im2col_conv2d_backward")
+    spies = {nm: mock.MagicMock(wraps=getattr(K, nm)) for nm in names}
+    s = (stride, stride)
+    with contextlib.ExitStack() as stack:
+        for nm, spy in spies.items():
+            stack.enter_context(mock.patch.object(K, nm, spy))
+        K.conv2d_forward(x, wt, None, s, (1, 1))
+        K.conv2d_backward(x, wt, g, s, (1, 1), need_x=need_x)
+
+    def called(nm, test=lambda args: True):
+        return any(test(c.args) for c in spies[nm].call_args_list)
+    fwd = [r for r, nm, t in ((K.PIXELS, "_pixel_gemm_forward", None),
+                              (K.NHWC, "_nhwc_conv", lambda a: not a[2]),
+                              (K.DIRECT, "_conv3x3_forward", None),
+                              (K.IM2COL, "_im2col_conv2d_forward", None))
+           if called(nm, *(t and (t,) or ()))]
+    dx = [r for r, nm, t in ((K.PIXELS, "_pixel_gemm_backward", lambda a: a[3]),
+                             (K.NHWC, "_nhwc_conv", lambda a: a[2]),
+                             (K.DIRECT, "_conv3x3_backward", lambda a: a[4]),
+                             (K.IM2COL, "_im2col_conv2d_backward", lambda a: a[5]))
+          if called(nm, t)]
+    dw = [r for r, nm, t in ((K.PIXELS, "_pixel_gemm_backward", lambda a: a[4]),
+                             (K.NHWC, "_nhwc_weight_grad", None),
+                             (K.IM2COL, "_im2col_conv2d_backward", lambda a: a[6]))
+          if called(nm, *(t and (t,) or ()))]
+    dw += [r for r, how in K.DIRECT_DW.items()
+           if called("_conv3x3_backward", lambda a, how=how: a[7] == how)]
+    return fwd, dx, dw
+
+
+def test_conv2d_routes_name_the_kernels_that_run():
+    """conv2d_routes names, for each of these layers, the forward, dx and dW
+    drivers that conv2d_forward and conv2d_backward then call (and no
+    other); together the layers take every route."""
+    lanes = K.CV * K.VECTOR_BYTES // 4        # input channels of the lanes dW
+    cases = [  # (c, k, h, stride, need_x)
+        (256, 256, 2, 1, True),               # VGG's 2x2 layers: matrix products
+        (256, 512, 4, 1, True),               # channels-last, dW by products
+        (64, 64, 8, 1, True),                 # channels-last
+        (66, 66, 4, 1, True),                 # channels-last, dW by im2col (no whole blocks)
+        (32, 64, 16, 2, True),                # direct, col2im's dx, dW channels-last
+        (lanes, lanes, 8, 1, True),           # direct, dW with x in the lanes
+        (16, 16, 8, 1, True),                 # direct, dW from planes
+        (16, 32, 32, 2, True),                # direct stride 2, dW from planes
+        (3, 16, 8, 1, False),                 # a first layer: dW from shifted x
+        (3, 16, 8, 1, True),                  # the same with dx: planes
+    ]
+    from unittest import mock
+    seen = set()
+    with mock.patch.object(K, "_threads", lambda: 2):
+        for c, k, h, stride, need_x in cases:
+            x, wt, _, g = conv_3x3_case(c + k + h, 2, c, k, h, h, np.float32, stride)
+            fwd, dx, dw = K.conv2d_routes(x, wt, (stride, stride), (1, 1), need_x)
+            assert _routes_run(x, wt, g, stride, need_x) == (
+                [fwd], [dx] if need_x else [], [dw]), (c, k, h, stride, need_x)
+            seen |= {fwd, dx, dw}
+        # a 5x5 kernel: im2col throughout
+        x, g = np.ones((2, 4, 6, 6), np.float32), np.ones((2, 4, 4, 4), np.float32)
+        wt = np.ones((4, 4, 5, 5), np.float32)
+        assert K.conv2d_routes(x, wt, (1, 1), (1, 1)) == (K.IM2COL,) * 3
+    assert seen - {None} == {K.PIXELS, K.NHWC, K.DIRECT, K.IM2COL, *K.DIRECT_DW}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
