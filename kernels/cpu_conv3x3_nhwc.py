@@ -184,17 +184,18 @@ def nhwc_to_nchw(out, nb, bias, use_bias, y, n0):
 
 
 @njit(nogil=True, cache=True)
-def conv3x3_nhwc_chunk(x, n0, n1, xt, rows, offs, counts, wl, out, bias, use_bias, y):
-    """y[n0:n1] = the stride-1 convolution of images n0:n1 of x (N, C, H, W):
-    the channels-last layout and the tap lists, :func:`conv3x3_nhwc`, and
-    the images out into y (N, K, H·W).  Also the input gradient, from dY and
-    the flipped kernel."""
+def conv3x3_nhwc_chunk(x, n0, n1, stride, xt, rows, offs, counts, wl, out, bias, use_bias, y):
+    """y[n0:n1] = the convolution of images n0:n1 of x (N, C, H, W) with
+    ``stride``: the channels-last layout and the tap lists,
+    :func:`conv3x3_nhwc`, and the images out into y (N, K, Ho·Wo).  Also the
+    input gradient (stride 1), from dY and the flipped kernel."""
     nb = n1 - n0
     _, c_in, h, w = x.shape
-    nq = nb * h * w
+    nq = nb * y.shape[2]                # output positions
+    npix = nb * h * w                   # input pixels
     to_nhwc(x, n0, n1, xt)
-    xt[nq].fill(0)                      # (where the padding entries of the lists point)
-    tap_lists(0, nb, h, w, 1, c_in, out.shape[1], nq, nq, rows, offs, counts)
+    xt[npix].fill(0)                    # (where the padding entries of the lists point)
+    tap_lists(0, nb, h, w, stride, c_in, out.shape[1], nq, npix, rows, offs, counts)
     conv3x3_nhwc(xt, rows, offs, counts, wl, nq, out)
     nhwc_to_nchw(out, nb, bias, use_bias, y, n0)
 

@@ -288,9 +288,9 @@ def test_channels_last_weight_grad_of_stride_2(n, c, blocks, h, w, dtype, tile):
     """Stride 2 onto small planes with output channels that fill whole
     register blocks: dW channels-last, split over three threads by blocks of
     output channels or, with fewer blocks than threads, by input channels,
-    next to the direct kernels' forward and im2col's dx (the direct kernels'
-    backward is never called); against the naive loops and the reference
-    gradients."""
+    next to the direct or channels-last forward and im2col's dx (the direct
+    kernels' backward is never called); against the naive loops and the
+    reference gradients."""
     from unittest import mock
     from minigrad.kernels.cpu_conv3x3_nhwc import channel_block
     stride = 2
@@ -306,6 +306,35 @@ def test_channels_last_weight_grad_of_stride_2(n, c, blocks, h, w, dtype, tile):
         y = K.conv2d_forward(x, wt, b, s, (1, 1))
         grads = K.conv2d_backward(x, wt, g, s, (1, 1))
     assert_conv_matches_reference(x, wt, b, g, stride, y, grads)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(3, 5), c=st.sampled_from([16, 18, 30]), blocks=st.integers(1, 2),
+       h=st.integers(1, 12), w=st.integers(1, 12), dtype=st.sampled_from(DTYPES),
+       one_image_chunks=st.booleans())
+def test_channels_last_forward_of_stride_2(n, c, blocks, h, w, dtype, one_image_chunks):
+    """Stride-2 layers with a multiple of 64 output channels: the forward
+    channels-last (tap lists of every second position, any plane, odd sizes
+    too), on three threads, in chunks of one image or of all; against the
+    naive loops, and the backward (whichever kernels take it) against the
+    reference gradients."""
+    from unittest import mock
+    k = blocks * K.NHWC_S2_OUT_CHANNELS
+    x, wt, b, g = conv_3x3_case(n * 1000 + c * 100 + blocks * 10 + h + w, n, c, k, h, w, dtype,
+                                2)
+    s = (2, 2)
+    with mock.patch.object(K, "_threads", lambda: 3), \
+            mock.patch.object(K, "NHWC_CHUNK_BYTES", 1 if one_image_chunks else 1 << 30), \
+            mock.patch.object(K, "_conv3x3_forward", side_effect=AssertionError("direct fwd")):
+        assert K.conv2d_routes(x, wt, s, (1, 1))[0] == K.NHWC
+        y = K.conv2d_forward(x, wt, b, s, (1, 1))
+        grads = K.conv2d_backward(x, wt, g, s, (1, 1))
+    assert_conv_matches_reference(x, wt, b, g, 2, y, grads)
+    # fewer output channels, or fewer input channels, keep the direct forward
+    for kk, cc in ((k - 2, c), (k, 14)):
+        xx, ww = np.empty((n, cc, h, w), dtype), np.empty((kk, cc, 3, 3), dtype)
+        with mock.patch.object(K, "_threads", lambda: 3):
+            assert K.conv2d_routes(xx, ww, s, (1, 1))[0] == K.DIRECT
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 2), (2, 1), (2, 2), (3, 4), (4, 4), (5, 3)])
