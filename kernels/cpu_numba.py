@@ -25,10 +25,12 @@ input x output channels) run on the direct kernels of
 ``kernels/cpu_conv3x3.py``, which read three shifted copies of each input
 channel instead of im2col's nine; stride-1 layers with many channels on
 planes of 8x8 and less on the channels-last kernels of
-``kernels/cpu_conv3x3_nhwc.py``, and on planes of at most 4 pixels (with
-256 x 256 channels and more) as one BLAS product per tap and row of pixels
-(:func:`_pixel_gemm_forward`); the other convolutions go through im2col and
-NumPy's BLAS.
+``kernels/cpu_conv3x3_nhwc.py`` (which also take the forward of stride-2
+layers with 64 output channels and more), and on planes of at most 4
+pixels (with 256 x 256 channels and more) as one BLAS product per tap and
+row of pixels (:func:`_pixel_gemm_forward`); the other convolutions go
+through im2col and NumPy's BLAS.  :func:`conv2d_routes` names the kernels
+a convolution takes.
 
 Conventions: arrays are C-contiguous NCHW; outputs are the last argument(s)
 and are fully overwritten; float32 and float64 both work (float64 is what the
