@@ -441,7 +441,17 @@ def maxpool2d_backward(g, idx, dx, lo, hi):
 # 128 x 3 views per channel took longer than the arithmetic (3.4x the time).
 # Sums go along each plane in the array's dtype (in SIMD vectors) and across
 # the planes in float64: the same accuracy for float32, at twice the lanes.
-@njit(nogil=True, cache=True, fastmath=True)
+# The sums may be reassociated (that is what makes them vector sums, their
+# order fixed by the shapes), but products are never fused into them: with
+# both allowed, the compiled code fused a different set of them when a
+# caller was compiled in the process than when it was loaded from Numba's
+# cache, so the same run gave other numbers the second time (batch norm's
+# backward, measured on 2026-12-02; the test of fresh against cached
+# kernels in tests/test_fast_paths.py guards every kernel against this).
+SUMS = {"reassoc"}
+
+
+@njit(nogil=True, cache=True, fastmath=SUMS)
 def _channel_stats(x, c):
     """(mean, biased variance) of channel c of x (N, C, P), in two passes (the
     variance from the deviations: no cancellation)."""
@@ -518,7 +528,7 @@ def _relu_mask(g, z, out, c, oc):
             out[n, oc, p] = g[n, c, p] if z[n, c, p] > 0 else zero
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True, fastmath=SUMS)
 def _grad_sums(g, cg, x, c, mu):
     """S = Σ g[:, cg] and T = Σ g[:, cg]·(x[:, c] − μ) (sums as in
     :func:`_channel_stats`)."""
