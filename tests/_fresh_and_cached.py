@@ -9,9 +9,10 @@ Two training steps (SGD with momentum) of a ResNet-20 at batch 8 and of a
 CIFAR VGG-11 at batch 2 (with batch norm) from seeded weights and data: the
 direct, channels-last and small-plane convolution kernels, batch norm fused
 with ReLU and the shortcut's addition, max-pool, the option-A shortcut and
-the SGD update.  One line per model: the digest of its loss values and
-weights; then ``cached <n>``, the number of kernels this run loaded from the
-cache (a check that the second run really used it).
+the SGD update, then an evaluation forward.  One line per model: the
+digest of its loss values, weights and evaluation logits; then
+``cached <n>``, the number of kernels this run loaded from the cache (a
+check that the second run really used it).
 """
 import hashlib
 
@@ -38,6 +39,9 @@ def digest(name, batch, steps=2):
         h.update(np.float32(loss.item()).tobytes())
     for p in model.parameters():
         h.update(np.ascontiguousarray(p.data).tobytes())
+    model.eval()                        # and the evaluation forward (running statistics)
+    with minigrad.no_grad():
+        h.update(np.ascontiguousarray(model(x).data).tobytes())
     return h.hexdigest()[:16]
 
 
