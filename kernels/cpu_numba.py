@@ -27,8 +27,9 @@ channel instead of im2col's nine; stride-1 layers with many channels on
 planes of 8x8 and less on the channels-last kernels of
 ``kernels/cpu_conv3x3_nhwc.py`` (which also take the forward of stride-2
 layers with 64 output channels and more), and on planes of at most 4
-pixels (with 256 x 256 channels and more) as one BLAS product per tap and
-row of pixels (:func:`_pixel_gemm_forward`); the other convolutions go
+pixels (with 256 x 256 channels and more, where NumPy's BLAS has vectors as
+wide as these kernels) as one BLAS product per tap and row of pixels
+(:func:`_pixel_gemm_forward`); the other convolutions go
 through im2col and NumPy's BLAS.  :func:`conv2d_routes` names the kernels
 a convolution takes.
 
@@ -935,9 +936,8 @@ def parallel_for(kernel, items, size, *args):
         _split(lambda lo, hi: kernel(*args, lo, hi), items, threads)
 
 
-def _single_threaded_blas():
-    """Context in which the BLAS runs each product on the calling thread only
-    (threadpoolctl); a no-op where the BLAS cannot be controlled."""
+def _blas_controller():
+    """threadpoolctl's controller of NumPy's BLAS, or False without threadpoolctl."""
     ctl = _BLAS_CONTROL["ctl"]
     if ctl is None:
         try:
@@ -946,9 +946,47 @@ def _single_threaded_blas():
         except Exception:           # threadpoolctl missing: leave the BLAS alone
             ctl = False
         _BLAS_CONTROL["ctl"] = ctl
+    return ctl
+
+
+def _single_threaded_blas():
+    """Context in which the BLAS runs each product on the calling thread only
+    (threadpoolctl); a no-op where the BLAS cannot be controlled."""
+    ctl = _blas_controller()
     if not ctl:
         return contextlib.nullcontext()
     return ctl.limit(limits=1, user_api="blas")
+
+
+# OpenBLAS's cores whose kernels use 512-bit vectors (its names for them, as
+# threadpoolctl reports them).
+OPENBLAS_512_BIT_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
+_BLAS_WIDTH = {}                    # blas_vector_bytes(), found on first use
+
+
+def blas_vector_bytes():
+    """The width in bytes of the vectors NumPy's BLAS computes with: 32 for
+    OpenBLAS's AVX2 and older cores, 64 for its AVX-512 ones; VECTOR_BYTES
+    where it cannot tell (no threadpoolctl, or another BLAS).  OpenBLAS
+    0.3.31 runs its Haswell (AVX2) kernels on the AMD EPYC family 26 model 2,
+    which has AVX-512: there minigrad's own kernels are twice as wide."""
+    if "bytes" not in _BLAS_WIDTH:
+        ctl = _blas_controller()
+        libs = [lib for lib in (ctl.lib_controllers if ctl else []) if lib.user_api == "blas"]
+        core = getattr(libs[0], "architecture", None) if libs else None
+        if libs and libs[0].internal_api == "openblas" and core:
+            width = 64 if core.lower() in OPENBLAS_512_BIT_CORES else 32
+        else:
+            width = VECTOR_BYTES
+        _BLAS_WIDTH["bytes"] = width
+    return _BLAS_WIDTH["bytes"]
+
+
+def _blas_as_wide():
+    """Whether the BLAS's vectors are as wide as the ones Numba compiles for:
+    where they are not, the products per run of pixels lose to the
+    channels-last kernels (:func:`pixel_gemm_applies`)."""
+    return blas_vector_bytes() >= VECTOR_BYTES
 
 
 # ---------------------------------------------------------------------------
@@ -1387,11 +1425,17 @@ PIXEL_GEMM_DW_MIN_CHANNEL_PAIRS = 256 * 512
 def pixel_gemm_applies(x, weight, stride, padding):
     """Stride-1, padding-1 3x3 convolutions on planes of at most
     PIXEL_GEMM_MAX_PLANE pixels with at least PIXEL_GEMM_MIN_CHANNEL_PAIRS
-    input x output channels (VGG-16's last three layers on CIFAR)."""
+    input x output channels (VGG-16's last three layers on CIFAR), where
+    NumPy's BLAS computes with vectors as wide as minigrad's kernels
+    (:func:`blas_vector_bytes`).  Where it does not (OpenBLAS's AVX2 kernels
+    on the AVX-512 AMD EPYC family 26 model 2, 2 threads, 2026-12-02) the
+    products took 1.32-1.61x the time of the channels-last forward, 1.06-1.26x
+    of its backward, and a VGG-16 step 1.04-1.10x."""
     return (weight.shape[2:] == (3, 3) and tuple(stride) == (1, 1)
             and tuple(padding) == (1, 1)
             and x.shape[2] * x.shape[3] <= PIXEL_GEMM_MAX_PLANE
-            and weight.shape[0] * weight.shape[1] >= PIXEL_GEMM_MIN_CHANNEL_PAIRS)
+            and weight.shape[0] * weight.shape[1] >= PIXEL_GEMM_MIN_CHANNEL_PAIRS
+            and _blas_as_wide())
 
 
 @njit(nogil=True, cache=True)
@@ -1572,10 +1616,12 @@ def pixel_weight_grad_applies(x, weight):
     channel pairs (VGG-16's 4x4 layers on CIFAR).  Measured against the
     channels-last dW (Intel Xeon family 6 model 167, 2 threads, 2026-12-02):
     dW and db of 512 x 512 on 4x4 in 0.81 of the time, 256 -> 512 in 0.93,
-    where dx took 1.05 and 1.20."""
+    where dx took 1.05 and 1.20.  Also only where the BLAS is as wide as the
+    kernels: on the AMD machine above, 1.57x and 1.79x."""
     return (weight.shape[2:] == (3, 3)
             and x.shape[2] * x.shape[3] <= PIXEL_GEMM_DW_MAX_PLANE
-            and weight.shape[0] * weight.shape[1] >= PIXEL_GEMM_DW_MIN_CHANNEL_PAIRS)
+            and weight.shape[0] * weight.shape[1] >= PIXEL_GEMM_DW_MIN_CHANNEL_PAIRS
+            and _blas_as_wide())
 
 
 # ---------------------------------------------------------------------------

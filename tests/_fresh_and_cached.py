@@ -7,9 +7,10 @@ writes the cache, the second loads them from it.
 
 Two training steps (SGD with momentum) of a ResNet-20 at batch 8 and of a
 CIFAR VGG-11 at batch 2 (with batch norm) from seeded weights and data: the
-direct, channels-last and small-plane convolution kernels, batch norm fused
-with ReLU and the shortcut's addition, max-pool, the option-A shortcut and
-the SGD update, then an evaluation forward.  One line per model: the
+direct, channels-last and (where the BLAS is as wide as they are)
+small-plane convolution kernels, batch norm fused with ReLU and the
+shortcut's addition, max-pool, the option-A shortcut and the SGD update,
+then an evaluation forward.  One line per model: the
 digest of its loss values, weights and evaluation logits; then
 ``cached <n>``, the number of kernels this run loaded from the cache (a
 check that the second run really used it).

@@ -183,6 +183,14 @@ def fast_3x3_tolerance(dtype):
     return dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
 
 
+def blas_as_wide_as_the_kernels():
+    """The products per run of pixels are taken only where NumPy's BLAS has
+    vectors as wide as minigrad's kernels (cpu_numba.blas_vector_bytes); the
+    tests of those products say it has, whatever this machine's BLAS is."""
+    from unittest import mock
+    return mock.patch.dict(K._BLAS_WIDTH, {"bytes": K.VECTOR_BYTES})
+
+
 def assert_conv_matches_reference(x, wt, b, g, stride, y, grads):
     """y and (dx, dw, db) of a fast 3x3 path (padding 1) against the naive
     loops and the reference gradients, each in x's dtype; returns the
@@ -366,7 +374,7 @@ def test_small_planes_as_matrix_products(n, hw, c, k, threads, dtype):
     from unittest import mock
     h, w = hw
     x, wt, b, g = conv_3x3_case(n * 1000 + c * 100 + k * 10 + h * 4 + w, n, c, k, h, w, dtype)
-    with mock.patch.object(K, "_threads", lambda: threads), \
+    with mock.patch.object(K, "_threads", lambda: threads), blas_as_wide_as_the_kernels(), \
             mock.patch.object(K, "PIXEL_GEMM_MIN_CHANNEL_PAIRS", 1), \
             mock.patch.object(K, "_nhwc_conv", side_effect=AssertionError("channels-last")):
         assert K.pixel_gemm_applies(x, wt, (1, 1), (1, 1))
@@ -392,7 +400,7 @@ def test_weight_gradient_by_pixel_runs_beside_channels_last_dx(n, c, k, h, w, dt
     gradients."""
     from unittest import mock
     x, wt, b, g = conv_3x3_case(n * 1000 + c * 100 + k * 10 + h + w, n, c, k, h, w, dtype)
-    with mock.patch.object(K, "_threads", lambda: 3), \
+    with mock.patch.object(K, "_threads", lambda: 3), blas_as_wide_as_the_kernels(), \
             mock.patch.object(K, "NHWC_MIN_CHANNEL_PAIRS", 1), \
             mock.patch.object(K, "PIXEL_GEMM_DW_MIN_CHANNEL_PAIRS", 1), \
             mock.patch.object(K, "_nhwc_weight_grad", side_effect=AssertionError("nhwc dW")):
@@ -409,8 +417,11 @@ def test_channels_last_path_takes_the_deep_layers_of_vgg():
     """VGG's layers of 128 x 256 channels and more on 8x8 images or smaller
     and ResNet's 64 x 64 on 8x8 go through the channels-last kernels (those
     on 2x2, with 256 x 256 channels and more, through matrix products per
-    run of pixels), fewer channels and the 16x16 layers do not, but the
-    weight gradient of ResNet's stride-2 layer into 64 channels does."""
+    run of pixels, where the BLAS is as wide as the kernels), fewer channels
+    and the 16x16 layers do not, but the weight gradient of ResNet's
+    stride-2 layer into 64 channels does."""
+    from unittest import mock
+
     def applies(c, k, hw):
         return K.nhwc_3x3_applies(np.empty((8, c, hw, hw), np.float32),
                                   np.empty((k, c, 3, 3), np.float32), (1, 1), (1, 1))
@@ -418,16 +429,22 @@ def test_channels_last_path_takes_the_deep_layers_of_vgg():
     def pixels(c, k, hw):
         return K.pixel_gemm_applies(np.empty((8, c, hw, hw), np.float32),
                                     np.empty((k, c, 3, 3), np.float32), (1, 1), (1, 1))
-    assert applies(128, 256, 8) and applies(256, 256, 8) and applies(512, 512, 2)
-    assert applies(64, 64, 8) and applies(64, 128, 4)
-    assert pixels(512, 512, 2) and pixels(256, 512, 2) and pixels(256, 256, 2)
-    assert not pixels(512, 512, 4) and not pixels(128, 128, 2) and not pixels(256, 256, 8)
 
     def pixels_dw(c, k, hw):         # the weight gradient alone, next to channels-last dx
         return K.pixel_weight_grad_applies(np.empty((8, c, hw, hw), np.float32),
                                            np.empty((k, c, 3, 3), np.float32))
-    assert pixels_dw(512, 512, 4) and pixels_dw(256, 512, 4)
-    assert not pixels_dw(128, 256, 4) and not pixels_dw(512, 512, 8)
+    assert applies(128, 256, 8) and applies(256, 256, 8) and applies(512, 512, 2)
+    assert applies(64, 64, 8) and applies(64, 128, 4)
+    with blas_as_wide_as_the_kernels():
+        assert pixels(512, 512, 2) and pixels(256, 512, 2) and pixels(256, 256, 2)
+        assert not pixels(512, 512, 4) and not pixels(128, 128, 2) and not pixels(256, 256, 8)
+    with mock.patch.dict(K._BLAS_WIDTH, {"bytes": K.VECTOR_BYTES // 2}):   # a narrower BLAS
+        assert not pixels(512, 512, 2) and not pixels_dw(512, 512, 4)
+        assert applies(512, 512, 2)
+
+    with blas_as_wide_as_the_kernels():
+        assert pixels_dw(512, 512, 4) and pixels_dw(256, 512, 4)
+        assert not pixels_dw(128, 256, 4) and not pixels_dw(512, 512, 8)
     assert not applies(32, 64, 8) and not applies(32, 32, 8)
     assert not applies(128, 128, 16) and not applies(256, 256, 16)
     # the weight gradient of ResNet's stride-2 layer into 64 channels
@@ -436,6 +453,26 @@ def test_channels_last_path_takes_the_deep_layers_of_vgg():
                                                        (64, 32, 3, 3)))
     assert K.nhwc_weight_grad_applies(x16, w64, np.empty((8, 64, 8, 8), np.float32), 2)
     assert not K.nhwc_weight_grad_applies(x32, w64, np.empty((8, 64, 16, 16), np.float32), 2)
+
+
+def test_blas_vector_width_from_what_threadpoolctl_reports():
+    """blas_vector_bytes: 64 for OpenBLAS's AVX-512 cores, 32 for its
+    others, the kernels' own width for another BLAS or none it can see."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    def width(*libs):
+        ctl = SimpleNamespace(lib_controllers=list(libs))
+        with mock.patch.dict(K._BLAS_WIDTH, clear=True), \
+                mock.patch.object(K, "_blas_controller", lambda: ctl):
+            return K.blas_vector_bytes()
+
+    def lib(api, core, user_api="blas"):
+        return SimpleNamespace(user_api=user_api, internal_api=api, architecture=core)
+    assert width(lib("openblas", "SkylakeX")) == width(lib("openblas", "Cooperlake")) == 64
+    assert width(lib("openblas", "Haswell")) == width(lib("openblas", "Zen")) == 32
+    assert width(lib("mkl", None)) == width() == K.VECTOR_BYTES
+    assert width(lib("openmp", "x", user_api="openmp"), lib("openblas", "Haswell")) == 32
 
 
 def _routes_run(x, wt, g, stride, need_x):
@@ -493,7 +530,7 @@ def test_conv2d_routes_name_the_kernels_that_run():
     ]
     from unittest import mock
     seen = set()
-    with mock.patch.object(K, "_threads", lambda: 2):
+    with mock.patch.object(K, "_threads", lambda: 2), blas_as_wide_as_the_kernels():
         for c, k, h, stride, need_x in cases:
             x, wt, _, g = conv_3x3_case(c + k + h, 2, c, k, h, h, np.float32, stride)
             fwd, dx, dw = K.conv2d_routes(x, wt, (stride, stride), (1, 1), need_x)
