@@ -1252,8 +1252,9 @@ def nhwc_3x3_applies(x, weight, stride, padding):
             and x.shape[2] * x.shape[3] <= NHWC_MAX_PLANE)
 
 
-def nhwc_weight_grad_applies(x, weight, grad, stride):
-    """Whether dW goes through :func:`weight_grad_nhwc`: output channels that
+def nhwc_weight_grad_applies(x, weight, stride):
+    """Whether dW of the padding-1 3x3 convolution of x by ``weight`` with
+    ``stride`` (1 or 2) goes through :func:`weight_grad_nhwc`: output channels that
     fill whole register blocks and an even number of input channels; for
     stride 2 also at most NHWC_MAX_PLANE output pixels per image, and then dx
     goes through im2col (col2im of Wᵀ·dY).  Measured in-process, 2 threads:
@@ -1263,8 +1264,8 @@ def nhwc_weight_grad_applies(x, weight, grad, stride):
     pairs; 64 -> 128 onto 4x4: 0.65 and 0.50).  A stride-1 layer takes it
     with the rest of its channels-last backward."""
     fills = weight.shape[0] % weight_grad_block(x.dtype) == 0 and weight.shape[1] % CT == 0
-    gh, gw = (grad if isinstance(grad, tuple) else grad.shape)[2:]     # dY or its shape
-    return fills and (stride == 1 or gh * gw <= NHWC_MAX_PLANE)
+    ho, wo = _out_size(x.shape[2], 3, stride, 1), _out_size(x.shape[3], 3, stride, 1)
+    return fills and (stride == 1 or ho * wo <= NHWC_MAX_PLANE)
 
 
 def nhwc_stride2_forward_applies(x, weight, stride, padding):
@@ -1648,21 +1649,21 @@ def _routes(x, weight, stride, padding, need_x):
     """(family, forward, dx, dW) of :func:`conv2d_routes`; the family is the
     route of the backward's driver (a stride-2 layer's forward can go
     channels-last while its backward stays with the direct kernels)."""
+    fwd = _forward_route(x, weight, stride, padding)
     if pixel_gemm_applies(x, weight, stride, padding):
-        family = fwd = dx = dw = PIXELS
+        family = dx = dw = PIXELS
     elif nhwc_3x3_applies(x, weight, stride, padding):
-        family = fwd = dx = NHWC
+        family = dx = NHWC
         if pixel_weight_grad_applies(x, weight):
             dw = PIXELS
-        elif nhwc_weight_grad_applies(x, weight, x, 1):
+        elif nhwc_weight_grad_applies(x, weight, 1):
             dw = NHWC
         else:
             dw = IM2COL
     elif direct_3x3_applies(x, weight, stride, padding):
-        family = fwd = dx = DIRECT
+        family = dx = DIRECT
         s = stride[0]
-        out_shape = (0, 0, _out_size(x.shape[2], 3, s, 1), _out_size(x.shape[3], 3, s, 1))
-        if s == 2 and nhwc_weight_grad_applies(x, weight, out_shape, 2):
+        if s == 2 and nhwc_weight_grad_applies(x, weight, 2):
             dx, dw = IM2COL, NHWC      # onto a small plane: col2im's dx, dW channels-last
         elif not need_x and s == 1 and x.shape[1] < weight.shape[0]:
             dw = "direct, shifted x"
@@ -1671,10 +1672,20 @@ def _routes(x, weight, stride, padding, need_x):
         else:
             dw = "direct, planes"
     else:
-        family = fwd = dx = dw = IM2COL
-    if nhwc_stride2_forward_applies(x, weight, stride, padding):
-        fwd = NHWC
+        family = dx = dw = IM2COL
     return family, fwd, (dx if need_x else None), dw
+
+
+def _forward_route(x, weight, stride, padding):
+    """The forward's part of :func:`conv2d_routes`."""
+    if pixel_gemm_applies(x, weight, stride, padding):
+        return PIXELS
+    if (nhwc_3x3_applies(x, weight, stride, padding)
+            or nhwc_stride2_forward_applies(x, weight, stride, padding)):
+        return NHWC
+    if direct_3x3_applies(x, weight, stride, padding):
+        return DIRECT
+    return IM2COL
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
@@ -1682,7 +1693,7 @@ def conv2d_forward(x, weight, bias, stride, padding):
     3x3 convolutions with padding 1 and stride 1 or 2, im2col otherwise
     (:func:`conv2d_routes`)."""
     x = np.ascontiguousarray(x)
-    route = conv2d_routes(x, weight, stride, padding)[0]
+    route = _forward_route(x, weight, tuple(stride), tuple(padding))
     if route == PIXELS:
         return _pixel_gemm_forward(x, weight, bias)
     if route == NHWC:
