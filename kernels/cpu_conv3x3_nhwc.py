@@ -29,8 +29,13 @@ one broadcast input value per position times KV vectors of weights
 is stored back.  The output is positions × channels, and
 :func:`nhwc_to_nchw` copies it into the images.
 
-**Input gradient**: the same kernel on dY with the kernel flipped and its
-channel axes swapped (:func:`pack_nhwc` with ``flip``).
+**Input gradient**: for stride 1, the same kernel on dY with the kernel
+flipped and its channel axes swapped (:func:`pack_nhwc` with ``flip``).
+For stride 2 (:func:`input_grad_s2_nhwc_chunk`) the forward's tap lists
+are read the other way round: ``dx[pixel p of tap t at q, c] += w[k, c, t] ·
+dY[q, k]``, the same kernel gathering from dY's rows and adding into the
+rows of dx's pixels (within one tap no two positions share a pixel, so a
+register block never holds one twice).
 
 **Weight gradient** (:func:`weight_grad_nhwc`): for each tap t,
 ``dW_t[k, c] = Σ_q dY[q, k] · x[pixel of tap t at q, c]`` over the listed
@@ -198,6 +203,27 @@ def conv3x3_nhwc_chunk(x, n0, n1, stride, xt, rows, offs, counts, wl, out, bias,
     tap_lists(0, nb, h, w, stride, c_in, out.shape[1], nq, npix, rows, offs, counts)
     conv3x3_nhwc(xt, rows, offs, counts, wl, nq, out)
     nhwc_to_nchw(out, nb, bias, use_bias, y, n0)
+
+
+@njit(nogil=True, cache=True)
+def input_grad_s2_nhwc_chunk(g, n0, n1, h, w, gt, rows, offs, counts, wl, out, dx):
+    """dx[n0:n1] of the stride-2, padding-1 3x3 convolution of images H x W:
+    dY of those images (g, (N, K, Ho, Wo)) channels-last in ``gt`` (with a
+    row of zeros after the last position), the forward's tap lists, and
+    :func:`conv3x3_nhwc` with the lists' two sides swapped: each listed pair
+    of an output position q and the pixel p that its tap reads becomes
+    ``dx[p] += w_t · dY[q]``, ``out`` holding dx's pixels (one spare row
+    past the last, where the lists' padding points).  ``wl`` is the weights
+    with the channel axes swapped, unflipped (:func:`pack_nhwc` of
+    w.transpose(1, 0, 2, 3)); dx is (N, C, H·W)."""
+    nb = n1 - n0
+    nq = nb * g.shape[2] * g.shape[3]   # dY's positions
+    npix = nb * h * w                   # dx's pixels
+    to_nhwc(g, n0, n1, gt)
+    gt[nq].fill(0)                      # (read by the lists' padding, into out's spare row)
+    tap_lists(0, nb, h, w, 2, out.shape[1], gt.shape[1], nq, npix, rows, offs, counts)
+    conv3x3_nhwc(gt, offs, rows, counts, wl, npix, out)
+    nhwc_to_nchw(out, nb, np.zeros(1, gt.dtype), False, dx, n0)
 
 
 @njit(inline="always", fastmath=_FMA)

@@ -26,7 +26,8 @@ input x output channels) run on the direct kernels of
 channel instead of im2col's nine; stride-1 layers with many channels on
 planes of 8x8 and less on the channels-last kernels of
 ``kernels/cpu_conv3x3_nhwc.py`` (which also take the forward of stride-2
-layers with 64 output channels and more), and on planes of at most 4
+layers with 64 output channels and more, and the input gradient of those
+with 24 input channels and more), and on planes of at most 4
 pixels (with 256 x 256 channels and more, where NumPy's BLAS has vectors as
 wide as these kernels) as one BLAS product per tap and row of pixels
 (:func:`_pixel_gemm_forward`); the other convolutions go
@@ -51,8 +52,9 @@ from . import cpu_pool
 from .cpu_conv3x3 import (CV, KR, READ_AHEAD, WG_LANES, WG_PLANES, WG_SHIFT_X, conv3x3_chunk,
                           conv3x3_input_grad_s2, image_sums, out_columns, pack_blocks, plane_sums,
                           shifted_planes, weight_grad_chunk)
-from .cpu_conv3x3_nhwc import (CT, PB, TILE, channel_block, conv3x3_nhwc_chunk, pack_nhwc,
-                               to_nhwc, weight_grad_block, weight_grad_nhwc)
+from .cpu_conv3x3_nhwc import (CT, PB, TILE, channel_block, conv3x3_nhwc_chunk,
+                               input_grad_s2_nhwc_chunk, pack_nhwc, to_nhwc, weight_grad_block,
+                               weight_grad_nhwc)
 from .simd import VECTOR_BYTES
 
 
@@ -1257,7 +1259,8 @@ def nhwc_weight_grad_applies(x, weight, stride):
     ``stride`` (1 or 2) goes through :func:`weight_grad_nhwc`: output channels that
     fill whole register blocks and an even number of input channels; for
     stride 2 also at most NHWC_MAX_PLANE output pixels per image, and then dx
-    goes through im2col (col2im of Wᵀ·dY).  Measured in-process, 2 threads:
+    goes channels-last too (:func:`nhwc_stride2_input_grad_applies`) or
+    through im2col (col2im of Wᵀ·dY).  Measured in-process, 2 threads:
     the backward of ResNet's stride-2 32 -> 64 layer (16x16 -> 8x8) in
     0.89-0.91 of the time with the direct kernels' dW (41 pairs), then 0.84
     with im2col's dx instead of the direct kernel's (0.74 for dx alone, 20
@@ -1288,6 +1291,26 @@ def nhwc_stride2_forward_applies(x, weight, stride, padding):
 
 NHWC_S2_OUT_CHANNELS = 64
 NHWC_S2_MIN_IN = 16
+
+
+def nhwc_stride2_input_grad_applies(x, weight, stride, padding):
+    """dx of a stride-2 3x3 convolution with padding 1 goes channels-last
+    (:func:`_nhwc_input_grad_s2`) where x has at least NHWC_S2_DX_MIN_IN
+    channels, over at least as many images as threads, on any plane and
+    with any number of output channels.  Measured on the AMD EPYC (family
+    26, model 2; AVX-512, 2 threads, in-process, 2026-12-02) against the
+    route it replaces, dx alone: ResNet's 32 -> 64 onto 8x8 in 0.67 of the
+    time (im2col's), 64 -> 128 0.42-0.44, 24 -> 64 0.87, 32 -> 32 from
+    16x16 0.57; ImageNet-sized 64 -> 128 and 128 -> 128 from 56x56, 128 ->
+    256 from 28x28 0.48-0.51 (the direct kernels), 256 -> 256 and 256 ->
+    512 0.58-0.62, 512 -> 512 from 14x14 0.92 (im2col); but 16 -> 32 from
+    32x32 1.3-1.7x (dx's 16 channels fill a quarter of a register block)."""
+    return (weight.shape[2:] == (3, 3) and tuple(stride) == (2, 2)
+            and tuple(padding) == (1, 1) and x.shape[0] >= _threads()
+            and x.shape[1] >= NHWC_S2_DX_MIN_IN)
+
+
+NHWC_S2_DX_MIN_IN = 24
 
 
 def _nhwc_conv(x, weight, flip, bias, stride=1):
@@ -1321,6 +1344,36 @@ def _nhwc_conv(x, weight, flip, bias, stride=1):
             conv3x3_nhwc_chunk(x, n0, n1, stride, xt, *lists, wl, out, b, use_bias, y3)
     _run(work, threads)
     return y
+
+
+def _nhwc_input_grad_s2(grad, weight, x_shape):
+    """dx (``x_shape``) of the stride-2, padding-1 3x3 convolution by
+    ``weight`` (K, C, 3, 3) from dY (N, K, Ho, Wo): per chunk of images, dY
+    channels-last and the forward's tap lists read the other way round, in
+    one call (:func:`input_grad_s2_nhwc_chunk`)."""
+    n, c, h, w = x_shape
+    k, ho, wo = grad.shape[1:]
+    kl = channel_block(grad.dtype)
+    wl = np.empty((-(-c // kl), 9, k, kl), grad.dtype)
+    wt = np.ascontiguousarray(weight.transpose(1, 0, 2, 3))    # (C, K, 3, 3), unflipped
+    parallel_for(pack_nhwc, len(wl), wl.size, wt, False, wl)
+    plane, out_plane = h * w, ho * wo
+    threads = _threads()
+    per_image = (k * out_plane + wl.shape[0] * kl * plane) * grad.itemsize
+    chunks = _SharedChunks(n, per_image, threads, NHWC_CHUNK_BYTES)
+    dx = np.empty(x_shape, grad.dtype)
+    dx3 = dx.reshape(n, c, plane)
+
+    def work(t):
+        gt = _aligned_scratch(("nhwc_in", t), (chunks.largest * out_plane + 1, k), grad.dtype)
+        out = _aligned_scratch(("nhwc_out", t), (chunks.largest * plane + 1, wl.shape[0] * kl),
+                               grad.dtype)
+        lists = _tap_list_scratch(t, chunks.largest * out_plane)
+        while (chunk := chunks.next()) is not None:
+            _, (n0, n1) = chunk
+            input_grad_s2_nhwc_chunk(grad, n0, n1, h, w, gt, *lists, wl, out, dx3)
+    _run(work, threads)
+    return dx
 
 
 def _tap_list_scratch(t, positions):
@@ -1664,7 +1717,7 @@ def _routes(x, weight, stride, padding, need_x):
         family = dx = DIRECT
         s = stride[0]
         if s == 2 and nhwc_weight_grad_applies(x, weight, 2):
-            dx, dw = IM2COL, NHWC      # onto a small plane: col2im's dx, dW channels-last
+            dx, dw = IM2COL, NHWC      # onto a small plane: dW channels-last, col2im's dx
         elif not need_x and s == 1 and x.shape[1] < weight.shape[0]:
             dw = "direct, shifted x"
         elif _lanes_weight_grad(x, s):
@@ -1673,6 +1726,8 @@ def _routes(x, weight, stride, padding, need_x):
             dw = "direct, planes"
     else:
         family = dx = dw = IM2COL
+    if nhwc_stride2_input_grad_applies(x, weight, stride, padding):
+        dx = NHWC                       # (a stride-2 layer's dx, whatever takes its dW)
     return family, fwd, (dx if need_x else None), dw
 
 
@@ -1752,21 +1807,34 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
     kernels for 3x3 convolutions with padding 1 and stride 1 or 2, im2col
     otherwise (:func:`conv2d_routes`)."""
     x = np.ascontiguousarray(x)
-    family, _, _, dw_route = _routes(x, weight, tuple(stride), tuple(padding), need_x)
+    family, _, dx_route, dw_route = _routes(x, weight, tuple(stride), tuple(padding), need_x)
     if family == PIXELS:
         return _pixel_gemm_backward(x, weight, grad, need_x, need_w, need_b)
     if family == NHWC:
         return _nhwc_backward(x, weight, grad, need_x, need_w, need_b, dw_route)
+    g = np.ascontiguousarray(grad)
+    dx = None
+    if dx_route == NHWC:                # stride 2: dx channels-last, dW and db below
+        dx = _nhwc_input_grad_s2(g, weight, x.shape)
+        need_x = False
+        if not (need_w or need_b):
+            return dx, None, None
     if family == DIRECT and dw_route == NHWC:
-        # stride 2 onto a small plane: dx (and db) by im2col's col2im, dW channels-last
-        dx, _, db = _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, False,
-                                            need_b)
-        dw = _nhwc_weight_grad(x, np.ascontiguousarray(grad), 2)[0] if need_w else None
+        # stride 2 onto a small plane: dW (and db) channels-last, dx by col2im
+        if need_x:
+            dx = _im2col_conv2d_backward(x, weight, g, stride, padding, True, False, False)[0]
+        if need_w:
+            dw, db = _nhwc_weight_grad(x, g, 2, need_b)
+        else:
+            dw, db = None, (g.sum(axis=(0, 2, 3), dtype=np.float64).astype(x.dtype)
+                            if need_b else None)
         return dx, dw, db
     if family == DIRECT:
         how = DIRECT_DW[dw_route] if need_w else WG_PLANES
-        return _conv3x3_backward(x, weight, grad, stride[0], need_x, need_w, need_b, how)
-    return _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, need_w, need_b)
+        parts = _conv3x3_backward(x, weight, g, stride[0], need_x, need_w, need_b, how)
+    else:
+        parts = _im2col_conv2d_backward(x, weight, g, stride, padding, need_x, need_w, need_b)
+    return (parts[0] if dx is None else dx), parts[1], parts[2]
 
 
 def _im2col_conv2d_backward(x, weight, grad, stride, padding, need_x, need_w, need_b):

@@ -345,6 +345,42 @@ def test_channels_last_forward_of_stride_2(n, c, blocks, h, w, dtype, one_image_
             assert K.conv2d_routes(xx, ww, s, (1, 1))[0] == K.DIRECT
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(3, 5), c=st.sampled_from([1, 5, 24, 33, 70]),
+       k=st.sampled_from([1, 6, 16, 64, 70]), h=st.integers(1, 17), w=st.integers(1, 17),
+       dtype=st.sampled_from(DTYPES), one_image_chunks=st.booleans())
+def test_channels_last_input_grad_of_stride_2(n, c, k, h, w, dtype, one_image_chunks):
+    """dx of stride-2 layers channels-last (the forward's tap lists read the
+    other way round), whatever takes the forward and dW: any plane (odd
+    sizes too), channel counts that fill whole register blocks or part of
+    one (the smallest by lowering the threshold), three threads, chunks of
+    one image or of all; dx alone, and with dW and db, against the naive
+    loops and the reference gradients."""
+    from unittest import mock
+    x, wt, b, g = conv_3x3_case(n * 1000 + c * 100 + k * 10 + h + w, n, c, k, h, w, dtype, 2)
+    s = (2, 2)
+    spy = mock.MagicMock(wraps=K._nhwc_input_grad_s2)
+    with mock.patch.object(K, "_threads", lambda: 3), \
+            mock.patch.object(K, "NHWC_S2_DX_MIN_IN", 1), \
+            mock.patch.object(K, "NHWC_CHUNK_BYTES", 1 if one_image_chunks else 1 << 30), \
+            mock.patch.object(K, "_nhwc_input_grad_s2", spy):
+        assert K.conv2d_routes(x, wt, s, (1, 1))[1] == K.NHWC
+        y = K.conv2d_forward(x, wt, b, s, (1, 1))
+        grads = K.conv2d_backward(x, wt, g, s, (1, 1))
+        alone = K.conv2d_backward(x, wt, g, s, (1, 1), True, False, False)
+        with_db = K.conv2d_backward(x, wt, g, s, (1, 1), True, False, True)
+    assert spy.call_count == 3
+    want = assert_conv_matches_reference(x, wt, b, g, 2, y, grads)
+    tol = fast_3x3_tolerance(dtype)
+    assert alone[1] is None and alone[2] is None and with_db[1] is None
+    np.testing.assert_allclose(alone[0], want[0], **tol)
+    np.testing.assert_allclose(with_db[2], want[2], **tol)
+    # the threshold: fewer input channels keep the other kernels' dx
+    xx, ww = np.empty((n, K.NHWC_S2_DX_MIN_IN - 1, h, w), dtype), np.empty((k, 23, 3, 3), dtype)
+    with mock.patch.object(K, "_threads", lambda: 3):
+        assert K.conv2d_routes(xx, ww, s, (1, 1))[1] != K.NHWC
+
+
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 2), (2, 1), (2, 2), (3, 4), (4, 4), (5, 3)])
 def test_pixel_runs_are_every_tap_inside_the_plane_once(h, w):
     """The runs of the small-plane products cover each (tap, output pixel)
@@ -480,8 +516,8 @@ def _routes_run(x, wt, g, stride, need_x):
     read from which of cpu_numba's drivers were called and with what."""
     from unittest import mock
     names = ("_pixel_gemm_forward", "_pixel_gemm_backward", "_nhwc_conv", "_nhwc_weight_grad",
-             "_conv3x3_forward", "_conv3x3_backward", "_im2col_conv2d_forward",
-             "_im2col_conv2d_backward")
+             "_nhwc_input_grad_s2", "_conv3x3_forward", "_conv3x3_backward",
+             "_im2col_conv2d_forward", "_im2col_conv2d_backward")
     spies = {nm: mock.MagicMock(wraps=getattr(K, nm)) for nm in names}
     s = (stride, stride)
     with contextlib.ExitStack() as stack:
@@ -499,6 +535,7 @@ def _routes_run(x, wt, g, stride, need_x):
            if called(nm, *(t and (t,) or ()))]
     dx = [r for r, nm, t in ((K.PIXELS, "_pixel_gemm_backward", lambda a: a[3]),
                              (K.NHWC, "_nhwc_conv", lambda a: a[2]),
+                             (K.NHWC, "_nhwc_input_grad_s2", lambda a: True),
                              (K.DIRECT, "_conv3x3_backward", lambda a: a[4]),
                              (K.IM2COL, "_im2col_conv2d_backward", lambda a: a[5]))
           if called(nm, t)]
@@ -521,7 +558,10 @@ def test_conv2d_routes_name_the_kernels_that_run():
         (256, 512, 4, 1, True),               # channels-last, dW by products
         (64, 64, 8, 1, True),                 # channels-last
         (66, 66, 4, 1, True),                 # channels-last, dW by im2col (no whole blocks)
-        (32, 64, 16, 2, True),                # direct, col2im's dx, dW channels-last
+        (32, 64, 16, 2, True),                # channels-last forward, dx and dW (stride 2)
+        (16, 64, 16, 2, True),                # col2im's dx (16 channels), dW channels-last
+        (32, 32, 32, 2, True),                # direct, dx channels-last, dW from planes
+        (256, 256, 8, 2, True),               # channels-last, dW by im2col
         (lanes, lanes, 8, 1, True),           # direct, dW with x in the lanes
         (16, 16, 8, 1, True),                 # direct, dW from planes
         (16, 32, 32, 2, True),                # direct stride 2, dW from planes
@@ -633,19 +673,20 @@ def test_store_rows_puts_each_row_of_a_block_in_its_row(dtype):
 
 
 @pytest.mark.parametrize("h, w", [(7, 2048), (6, 2048), (5, 8), (9, 7), (3, 1)])
-@pytest.mark.parametrize("j0", [0, 1])
-def test_phase_planes_hold_the_rows_and_columns_of_each_parity(h, w, j0):
+@pytest.mark.parametrize("j0, j1", [(0, 3), (1, 3), (0, 1), (0, 2), (1, 2), (2, 3)])
+def test_phase_planes_hold_the_rows_and_columns_of_each_parity(h, w, j0, j1):
     """The layout of a stride-2 convolution against the pixels it is made
-    of, on a buffer that starts out as NaN: even and odd W, odd H, and rows
-    so wide (2,048) that the even-W path goes through its row buffer in
-    more than one pass."""
+    of, on a buffer that starts out as NaN: even and odd W, odd H, rows so
+    wide (2,048) that the even-W path goes through its row buffer in more
+    than one pass, and each run of copies j0 <= j < j1 (the even-W path
+    makes copy 0 from copy 2 where it makes both)."""
     from minigrad.kernels.cpu_conv3x3 import phase_planes
-    rng = np.random.default_rng(h * w + j0)
+    rng = np.random.default_rng(h * w + 3 * j0 + j1)
     n, c, n0, n1 = 5, 2, 1, 4
     x = rng.standard_normal((n, c, h, w))
     lay = K._Planes(x.shape, 2, n1 - n0)
     ph = np.full((6, c, lay.length), np.nan)
-    phase_planes(x, n0, n1, lay.m, ph, j0, 3)
+    phase_planes(x, n0, n1, lay.m, ph, j0, j1)
     want = np.zeros_like(ph)
     ho, m = (h + 1) // 2, lay.m
     for p in range(2):
@@ -659,8 +700,11 @@ def test_phase_planes_hold_the_rows_and_columns_of_each_parity(h, w, j0):
                         if iy < h and ix < w:
                             want[3 * p + j, :, m + b * lay.s + a * m + t] = x[n0 + b, :, iy, ix]
     for p in range(2):
-        for j in range(j0, 3):
-            np.testing.assert_array_equal(ph[3 * p + j], want[3 * p + j])
+        for j in range(3):
+            if j0 <= j < j1:
+                np.testing.assert_array_equal(ph[3 * p + j], want[3 * p + j])
+            else:                                   # copies outside the run left alone
+                assert np.isnan(ph[3 * p + j]).all()
 
 
 @settings(max_examples=200, deadline=None)
