@@ -1300,11 +1300,12 @@ def nhwc_stride2_input_grad_applies(x, weight, stride, padding):
     with any number of output channels.  Measured on the AMD EPYC (family
     26, model 2; AVX-512, 2 threads, in-process, 2026-12-02) against the
     route it replaces, dx alone: ResNet's 32 -> 64 onto 8x8 in 0.67 of the
-    time (im2col's), 64 -> 128 0.42-0.44, 24 -> 64 0.87, 32 -> 32 from
-    16x16 0.57; ImageNet-sized 64 -> 128 and 128 -> 128 from 56x56, 128 ->
-    256 from 28x28 0.48-0.51 (the direct kernels), 256 -> 256 and 256 ->
-    512 0.58-0.62, 512 -> 512 from 14x14 0.92 (im2col); but 16 -> 32 from
-    32x32 1.3-1.7x (dx's 16 channels fill a quarter of a register block)."""
+    time (im2col's), 64 -> 128 onto 8x8 and 4x4 0.39-0.42, 24 -> 64 0.87,
+    32 -> 32 from 16x16 0.57; ImageNet-sized 64 -> 128 and 128 -> 128 from
+    56x56, 128 -> 256 from 28x28 0.48-0.51 (the direct kernels), 256 -> 256
+    and 256 -> 512 0.58-0.62, 512 -> 512 from 14x14 0.92 (im2col); but
+    16 -> 32 from 32x32 1.3x (dx's 16 channels fill a quarter of a
+    register block)."""
     return (weight.shape[2:] == (3, 3) and tuple(stride) == (2, 2)
             and tuple(padding) == (1, 1) and x.shape[0] >= _threads()
             and x.shape[1] >= NHWC_S2_DX_MIN_IN)
