@@ -27,7 +27,7 @@ channel instead of im2col's nine; stride-1 layers with many channels on
 planes of 8x8 and less on the channels-last kernels of
 ``kernels/cpu_conv3x3_nhwc.py`` (which also take the forward of stride-2
 layers with 64 output channels and more, and the input gradient of those
-with 24 input channels and more), and on planes of at most 4
+whose input channels fill half a register block), and on planes of at most 4
 pixels (with 256 x 256 channels and more, where NumPy's BLAS has vectors as
 wide as these kernels) as one BLAS product per tap and row of pixels
 (:func:`_pixel_gemm_forward`); the other convolutions go
@@ -1295,23 +1295,27 @@ NHWC_S2_MIN_IN = 16
 
 def nhwc_stride2_input_grad_applies(x, weight, stride, padding):
     """dx of a stride-2 3x3 convolution with padding 1 goes channels-last
-    (:func:`_nhwc_input_grad_s2`) where x has at least NHWC_S2_DX_MIN_IN
-    channels, over at least as many images as threads, on any plane and
-    with any number of output channels.  Measured on the AMD EPYC (family
-    26, model 2; AVX-512, 2 threads, in-process, 2026-12-02) against the
-    route it replaces, dx alone: ResNet's 32 -> 64 onto 8x8 in 0.67 of the
-    time (im2col's), 64 -> 128 onto 8x8 and 4x4 0.39-0.42, 24 -> 64 0.87,
-    32 -> 32 from 16x16 0.57; ImageNet-sized 64 -> 128 and 128 -> 128 from
-    56x56, 128 -> 256 from 28x28 0.48-0.51 (the direct kernels), 256 -> 256
-    and 256 -> 512 0.58-0.62, 512 -> 512 from 14x14 0.92 (im2col); but
-    16 -> 32 from 32x32 1.3x (dx's 16 channels fill a quarter of a
-    register block)."""
+    (:func:`_nhwc_input_grad_s2`) where x's channels fill at least
+    NHWC_S2_DX_MIN_FILL of one of the kernels' register blocks of channels
+    (:func:`channel_block`: 64 float32 with AVX-512, 16 with AVX2), over at
+    least as many images as threads, on any plane and with any number of
+    output channels.  Measured on the AMD EPYC (family 26, model 2; 2
+    threads, in-process, 2026-12-02), dx alone against the route it
+    replaces.  AVX-512: ResNet's 32 -> 64 onto 8x8 in 0.67 of the time
+    (im2col's), 64 -> 128 onto 8x8 and 4x4 0.39-0.42, 32 -> 32 from 16x16
+    0.57; ImageNet-sized 64 -> 128 and 128 -> 128 from 56x56, 128 -> 256
+    from 28x28 0.48-0.51 (the direct kernels), 256 -> 256 and 256 -> 512
+    0.58-0.62, 512 -> 512 from 14x14 0.92 (im2col); but 24 input channels
+    0.87-1.03, 20 1.05-1.27, 16 1.3-2.0.  The kernels compiled for AVX2
+    (Haswell) on the same machine: 16 -> 32 from 32x32 0.59, 16 -> 64 from
+    16x16 0.55, 32 -> 64 0.66, 12 -> 32 0.82, 8 -> 16 and 8 -> 32 0.99 and
+    1.11."""
     return (weight.shape[2:] == (3, 3) and tuple(stride) == (2, 2)
             and tuple(padding) == (1, 1) and x.shape[0] >= _threads()
-            and x.shape[1] >= NHWC_S2_DX_MIN_IN)
+            and x.shape[1] >= NHWC_S2_DX_MIN_FILL * channel_block(x.dtype))
 
 
-NHWC_S2_DX_MIN_IN = 24
+NHWC_S2_DX_MIN_FILL = 0.5
 
 
 def _nhwc_conv(x, weight, flip, bias, stride=1):

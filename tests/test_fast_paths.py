@@ -361,7 +361,7 @@ def test_channels_last_input_grad_of_stride_2(n, c, k, h, w, dtype, one_image_ch
     s = (2, 2)
     spy = mock.MagicMock(wraps=K._nhwc_input_grad_s2)
     with mock.patch.object(K, "_threads", lambda: 3), \
-            mock.patch.object(K, "NHWC_S2_DX_MIN_IN", 1), \
+            mock.patch.object(K, "NHWC_S2_DX_MIN_FILL", 0), \
             mock.patch.object(K, "NHWC_CHUNK_BYTES", 1 if one_image_chunks else 1 << 30), \
             mock.patch.object(K, "_nhwc_input_grad_s2", spy):
         assert K.conv2d_routes(x, wt, s, (1, 1))[1] == K.NHWC
@@ -375,10 +375,12 @@ def test_channels_last_input_grad_of_stride_2(n, c, k, h, w, dtype, one_image_ch
     assert alone[1] is None and alone[2] is None and with_db[1] is None
     np.testing.assert_allclose(alone[0], want[0], **tol)
     np.testing.assert_allclose(with_db[2], want[2], **tol)
-    # the threshold: fewer input channels keep the other kernels' dx
-    xx, ww = np.empty((n, K.NHWC_S2_DX_MIN_IN - 1, h, w), dtype), np.empty((k, 23, 3, 3), dtype)
+    # the threshold: half a register block of input channels, not one fewer
+    half = K.channel_block(dtype) // 2
     with mock.patch.object(K, "_threads", lambda: 3):
-        assert K.conv2d_routes(xx, ww, s, (1, 1))[1] != K.NHWC
+        for cc, takes in ((half, True), (half - 1, False)):
+            xx, ww = np.empty((n, cc, h, w), dtype), np.empty((k, cc, 3, 3), dtype)
+            assert (K.conv2d_routes(xx, ww, s, (1, 1))[1] == K.NHWC) == takes
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 2), (2, 1), (2, 2), (3, 4), (4, 4), (5, 3)])
@@ -1450,9 +1452,15 @@ for i, (stride, hw) in enumerate([(1, (7, 9)), (2, (7, 9)), (1, (4, 8))]):
     assert K.direct_3x3_applies(x, w, (stride, stride), (1, 1))
     y = K.conv2d_forward(x, w, b, (stride, stride), (1, 1))
     g = rng.standard_normal(y.shape)
-    dx = K.conv2d_backward(x, w, g, (stride, stride), (1, 1))[0]
+    dx, dw, _ = K.conv2d_backward(x, w, g, (stride, stride), (1, 1))
     np.save(f"y{i}.npy", y)
     np.save(f"dx{i}.npy", dx)
+    np.save(f"dw{i}.npy", dw)
+x = rng.standard_normal((3, 24, 7, 9))  # a stride-2 dx channels-last
+w = rng.standard_normal((20, 24, 3, 3))
+assert K.conv2d_routes(x, w, (2, 2), (1, 1))[1] == K.NHWC
+g = rng.standard_normal((3, 20, 4, 5))
+np.save("dx_s2_nhwc.npy", K.conv2d_backward(x, w, g, (2, 2), (1, 1))[0])
 K.NHWC_MIN_CHANNEL_PAIRS = 1            # the channels-last kernels, on a small layer
 x = rng.standard_normal((3, 6, 5, 4))
 w = rng.standard_normal((16, 6, 3, 3))
@@ -1477,7 +1485,8 @@ def test_direct_3x3_on_a_cpu_without_avx512(tmp_path):
     register blocks take the narrower shape and give the same numbers (image
     by image too, with the narrower tail block); so do the channels-last
     kernels (forward, dx and dW) and their layout's blocks transposed in
-    registers (8 x 8 and 4 x 4).  On a CPU that has no AVX-512 itself the
+    registers (8 x 8 and 4 x 4), and a stride-2 layer's channels-last dx.
+    On a CPU that has no AVX-512 itself the
     check runs as compiled for it, from the kernels' usual cache."""
     import os
     import subprocess
@@ -1500,9 +1509,17 @@ def test_direct_3x3_on_a_cpu_without_avx512(tmp_path):
         want = naive_conv(x, w, b, stride, 1)
         g = rng.standard_normal(want.shape)
         np.testing.assert_allclose(np.load(tmp_path / f"y{i}.npy"), want, rtol=1e-11, atol=1e-11)
-        want_dx = reference_conv_grads(x, w, b, g, stride, 1)[0]
+        want_dx, want_dw, _ = reference_conv_grads(x, w, b, g, stride, 1)
         np.testing.assert_allclose(np.load(tmp_path / f"dx{i}.npy"), want_dx,
                                    rtol=1e-11, atol=1e-11)
+        np.testing.assert_allclose(np.load(tmp_path / f"dw{i}.npy"), want_dw,
+                                   rtol=1e-11, atol=1e-11)
+    x = rng.standard_normal((3, 24, 7, 9))
+    w = rng.standard_normal((20, 24, 3, 3))
+    g = rng.standard_normal((3, 20, 4, 5))
+    want_dx = reference_conv_grads(x, w, np.zeros(20), g, 2, 1)[0]
+    np.testing.assert_allclose(np.load(tmp_path / "dx_s2_nhwc.npy"), want_dx,
+                               rtol=1e-11, atol=1e-11)
     x = rng.standard_normal((3, 6, 5, 4))
     w = rng.standard_normal((16, 6, 3, 3))
     want = naive_conv(x, w, np.zeros(16), 1, 1)
