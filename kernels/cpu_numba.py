@@ -1705,8 +1705,8 @@ def conv2d_routes(x, weight, stride, padding, need_x=True):
 
 def _routes(x, weight, stride, padding, need_x):
     """(family, forward, dx, dW) of :func:`conv2d_routes`; the family is the
-    route of the backward's driver (a stride-2 layer's forward can go
-    channels-last while its backward stays with the direct kernels)."""
+    route of the backward's driver (a stride-2 layer's forward and dx can go
+    channels-last while its dW stays with the direct kernels or im2col)."""
     fwd = _forward_route(x, weight, stride, padding)
     if pixel_gemm_applies(x, weight, stride, padding):
         family = dx = dw = PIXELS
