@@ -396,11 +396,9 @@ def machine(threads):
     except Exception:
         pass
     from minigrad.kernels import cpu_numba
-    ctl = cpu_numba._blas_controller()
-    cores = [lib.architecture for lib in (ctl.lib_controllers if ctl else [])
-             if lib.user_api == "blas" and getattr(lib, "architecture", None)]
-    if cores:       # the kernels BLAS runs here: which convolution routes pay off depends on it
-        blas += f", {cores[0]} kernels, {cpu_numba.blas_vector_bytes() * 8}-bit vectors"
+    core = cpu_numba.blas_core()[1]
+    if core:        # the kernels BLAS runs here: which convolution routes pay off depends on it
+        blas += f", {core} kernels, {cpu_numba.blas_vector_bytes() * 8}-bit vectors"
     lines = [
         f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores visible, "
         f"{vector_extensions()}; caches of a core: {caches()}",

@@ -966,6 +966,17 @@ OPENBLAS_512_BIT_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
 _BLAS_WIDTH = {}                    # blas_vector_bytes(), found on first use
 
 
+def blas_core():
+    """(library, core) of NumPy's BLAS as threadpoolctl names them, e.g.
+    ("openblas", "Haswell"); (None, None) where it cannot see one, and the
+    core None where the library does not say."""
+    ctl = _blas_controller()
+    libs = [lib for lib in (ctl.lib_controllers if ctl else []) if lib.user_api == "blas"]
+    if not libs:
+        return None, None
+    return libs[0].internal_api, getattr(libs[0], "architecture", None)
+
+
 def blas_vector_bytes():
     """The width in bytes of the vectors NumPy's BLAS computes with: 32 for
     OpenBLAS's AVX2 and older cores, 64 for its AVX-512 ones; VECTOR_BYTES
@@ -973,10 +984,8 @@ def blas_vector_bytes():
     0.3.31 runs its Haswell (AVX2) kernels on the AMD EPYC family 26 model 2,
     which has AVX-512: there minigrad's own kernels are twice as wide."""
     if "bytes" not in _BLAS_WIDTH:
-        ctl = _blas_controller()
-        libs = [lib for lib in (ctl.lib_controllers if ctl else []) if lib.user_api == "blas"]
-        core = getattr(libs[0], "architecture", None) if libs else None
-        if libs and libs[0].internal_api == "openblas" and core:
+        api, core = blas_core()
+        if api == "openblas" and core:
             width = 64 if core.lower() in OPENBLAS_512_BIT_CORES else 32
         else:
             width = VECTOR_BYTES
@@ -1454,8 +1463,14 @@ def _nhwc_backward(x, weight, grad, need_x, need_w, need_b, dw_route):
     elif need_w:
         dw = _im2col_conv2d_backward(x, weight, g, (1, 1), (1, 1), False, True, False)[1]
     if need_b and db is None:
-        db = g.sum(axis=(0, 2, 3), dtype=np.float64).astype(x.dtype)
+        db = _bias_grad(g, x.dtype)
     return dx, dw, db
+
+
+def _bias_grad(g, dtype):
+    """db = Σ dY over the images and pixels (N, K, Ho, Wo), summed in float64,
+    in ``dtype``, for a route whose dW kernel does not sum it on the way."""
+    return g.sum(axis=(0, 2, 3), dtype=np.float64).astype(dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -1707,19 +1722,17 @@ def _routes(x, weight, stride, padding, need_x):
     """(family, forward, dx, dW) of :func:`conv2d_routes`; the family is the
     route of the backward's driver (a stride-2 layer's forward and dx can go
     channels-last while its dW stays with the direct kernels or im2col)."""
-    fwd = _forward_route(x, weight, stride, padding)
-    if pixel_gemm_applies(x, weight, stride, padding):
-        family = dx = dw = PIXELS
-    elif nhwc_3x3_applies(x, weight, stride, padding):
-        family = dx = NHWC
+    family = _family(x, weight, stride, padding)
+    fwd = _forward_route(family, x, weight, stride, padding)
+    dx = dw = family
+    if family == NHWC:
         if pixel_weight_grad_applies(x, weight):
             dw = PIXELS
         elif nhwc_weight_grad_applies(x, weight, 1):
             dw = NHWC
         else:
             dw = IM2COL
-    elif direct_3x3_applies(x, weight, stride, padding):
-        family = dx = DIRECT
+    elif family == DIRECT:
         s = stride[0]
         if s == 2 and nhwc_weight_grad_applies(x, weight, 2):
             dx, dw = IM2COL, NHWC      # onto a small plane: dW channels-last, col2im's dx
@@ -1729,23 +1742,28 @@ def _routes(x, weight, stride, padding, need_x):
             dw = "direct, lanes"
         else:
             dw = "direct, planes"
-    else:
-        family = dx = dw = IM2COL
     if nhwc_stride2_input_grad_applies(x, weight, stride, padding):
         dx = NHWC                       # (a stride-2 layer's dx, whatever takes its dW)
     return family, fwd, (dx if need_x else None), dw
 
 
-def _forward_route(x, weight, stride, padding):
-    """The forward's part of :func:`conv2d_routes`."""
+def _family(x, weight, stride, padding):
+    """The kernels a convolution goes to first (PIXELS, NHWC, DIRECT or
+    IM2COL, in that order of preference): its backward's driver, and its
+    forward unless :func:`_forward_route` says otherwise."""
     if pixel_gemm_applies(x, weight, stride, padding):
         return PIXELS
-    if (nhwc_3x3_applies(x, weight, stride, padding)
-            or nhwc_stride2_forward_applies(x, weight, stride, padding)):
+    if nhwc_3x3_applies(x, weight, stride, padding):
         return NHWC
     if direct_3x3_applies(x, weight, stride, padding):
         return DIRECT
     return IM2COL
+
+
+def _forward_route(family, x, weight, stride, padding):
+    """The forward's part of :func:`conv2d_routes`: the family's, but
+    channels-last for the stride-2 layers it takes."""
+    return NHWC if nhwc_stride2_forward_applies(x, weight, stride, padding) else family
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
@@ -1753,7 +1771,8 @@ def conv2d_forward(x, weight, bias, stride, padding):
     3x3 convolutions with padding 1 and stride 1 or 2, im2col otherwise
     (:func:`conv2d_routes`)."""
     x = np.ascontiguousarray(x)
-    route = _forward_route(x, weight, tuple(stride), tuple(padding))
+    stride, padding = tuple(stride), tuple(padding)
+    route = _forward_route(_family(x, weight, stride, padding), x, weight, stride, padding)
     if route == PIXELS:
         return _pixel_gemm_forward(x, weight, bias)
     if route == NHWC:
@@ -1828,11 +1847,9 @@ def conv2d_backward(x, weight, grad, stride, padding, need_x=True, need_w=True, 
         # stride 2 onto a small plane: dW (and db) channels-last, dx by col2im
         if need_x:
             dx = _im2col_conv2d_backward(x, weight, g, stride, padding, True, False, False)[0]
-        if need_w:
-            dw, db = _nhwc_weight_grad(x, g, 2, need_b)
-        else:
-            dw, db = None, (g.sum(axis=(0, 2, 3), dtype=np.float64).astype(x.dtype)
-                            if need_b else None)
+        dw, db = _nhwc_weight_grad(x, g, 2, need_b) if need_w else (None, None)
+        if need_b and db is None:
+            db = _bias_grad(g, x.dtype)
         return dx, dw, db
     if family == DIRECT:
         how = DIRECT_DW[dw_route] if need_w else WG_PLANES
